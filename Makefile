@@ -1,0 +1,22 @@
+# Two entry points for a fresh machine:
+#   make demo   set up .venv and run the main demo (outputs under outputs/)
+#   make test   set up .venv, lint, and run the test suite
+VENV_PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(VENV_PY) demos/quickstart.py
+
+lint: setup
+	$(VENV_PY) -m ruff check .
+	$(VENV_PY) -m ruff format --check .
+
+test: lint
+	$(VENV_PY) -m pytest
+
+bench: setup
+	$(VENV_PY) benchmarks/tracking_overhead.py

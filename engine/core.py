@@ -1,0 +1,241 @@
+"""``NeuronEngine``: the user's handle on a live model.
+
+>>> import torch, torch.nn as nn
+>>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+>>> engine = NeuronEngine(model)
+>>> with engine.tracking():
+...     _ = model(torch.randn(16, 4))
+>>> engine.snapshot().layers["0"].count, engine.neurons.locate(9)
+(16, ('2', 1))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.errors import ConfigurationError, LayoutMismatchError, TrackingStateError
+from engine.history import EpochRecord, TrainingHistory
+from engine.layers import LayerKind
+from engine.neurons import NeuronRegistry
+from engine.observe import HookSet, Observation, make_observer, plan_observations
+from engine.selection import Selector, discover_layers, matches
+from engine.snapshot import LayerSnapshot, StatsSnapshot, layout_fingerprint
+from engine.stats import NeuronAccumulator
+
+
+@dataclass
+class TrackedLayer:
+    """One tracked layer: its module, kind, observation point and running statistics."""
+
+    name: str
+    module: nn.Module
+    kind: LayerKind
+    observation: Observation
+    accumulator: NeuronAccumulator
+
+    @property
+    def num_units(self) -> int:
+        return self.accumulator.num_units
+
+
+class NeuronEngine:
+    """Watches every unit of the tracked layers of ``model`` while it runs.
+
+    Args:
+        model: any ``nn.Module``.
+        include, exclude: which layers to track (names, ``fnmatch`` patterns or module types);
+            by default every Linear, Conv, ConvTranspose, RNN/LSTM/GRU, MultiheadAttention and
+            Embedding layer.
+        correlation: ``True`` for every tracked layer, or a selector of layers that keep the
+            O(N²) co-moment matrix (Pearson correlation and pairwise linear fits).
+        max_correlation_units: refuse correlation on wider layers (memory bound).
+        firing_threshold: an observation "fires" when it is above this value (default 0).
+        saturation_tolerance: for bounded activations, the fraction of the range near either
+            bound that counts as saturated.
+        flush_every: batches buffered on the device before the exact float64 merge.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        include: Selector = None,
+        exclude: Selector = None,
+        correlation: bool | Selector = False,
+        max_correlation_units: int = 4096,
+        firing_threshold: float = 0.0,
+        saturation_tolerance: float = 0.02,
+        flush_every: int = 64,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigurationError(f"NeuronEngine expects an nn.Module, got {type(model)!r}")
+        if not 0.0 <= saturation_tolerance < 0.5:
+            raise ConfigurationError(
+                f"saturation_tolerance must be in [0, 0.5), got {saturation_tolerance}"
+            )
+        self.model = model
+        self.firing_threshold = float(firing_threshold)
+        self.saturation_tolerance = float(saturation_tolerance)
+        found = discover_layers(model, include, exclude)
+        if not found:
+            raise ConfigurationError(
+                f"no trackable layer in {type(model).__name__} with include={include!r}, "
+                f"exclude={exclude!r}; register custom types with engine.register_layer_kind"
+            )
+        observations = plan_observations(model, {n: kind for n, (_, kind) in found.items()})
+        self.neurons = NeuronRegistry()
+        self.layers: dict[str, TrackedLayer] = {}
+        for name, (module, kind) in found.items():
+            units = kind.units(module)
+            self.neurons.add_layer(name, units)
+            wants_corr = (
+                correlation if isinstance(correlation, bool) else matches(name, module, correlation)
+            )
+            acc = NeuronAccumulator(
+                units,
+                firing_threshold=self.firing_threshold,
+                bounds=observations[name].bounds,
+                saturation_tolerance=self.saturation_tolerance,
+                correlation=wants_corr,
+                max_correlation_units=max_correlation_units,
+                flush_every=flush_every,
+                name=name,
+            )
+            self.layers[name] = TrackedLayer(name, module, kind, observations[name], acc)
+        self.history = TrainingHistory()
+        self._hooks = HookSet()
+        self._saved_fastpath: bool | None = None
+
+    # --- tracking -------------------------------------------------------------------------
+    @property
+    def is_tracking(self) -> bool:
+        return len(self._hooks) > 0
+
+    def start(self) -> None:
+        """Attach the observation hooks (see also the ``tracking()`` context manager)."""
+        if self.is_tracking:
+            raise TrackingStateError("tracking is already on; call stop() first")
+        try:
+            for layer in self.layers.values():
+                target = self.model.get_submodule(layer.observation.hook_module)
+                hook = make_observer(layer.kind, layer.observation, layer.accumulator)
+                self._hooks.add(target.register_forward_hook(hook))
+        except BaseException:
+            self._hooks.remove()
+            raise
+        # PyTorch's fused transformer fast path skips sub-module calls (and so their hooks).
+        if hasattr(torch.backends, "mha"):
+            self._saved_fastpath = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+
+    def stop(self) -> None:
+        """Remove every hook the engine attached. Statistics are kept."""
+        if not self.is_tracking:
+            raise TrackingStateError("tracking is not on; nothing to stop")
+        self._hooks.remove()
+        if self._saved_fastpath is not None:
+            torch.backends.mha.set_fastpath_enabled(self._saved_fastpath)
+            self._saved_fastpath = None
+
+    @contextmanager
+    def tracking(self) -> Iterator[NeuronEngine]:
+        """``with engine.tracking(): ...`` observes every forward inside the block; the hooks
+        are removed on exit, also when the block raises."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    # --- statistics -----------------------------------------------------------------------
+    def layer(self, name: str) -> TrackedLayer:
+        from engine.errors import LayerNotFoundError
+
+        try:
+            return self.layers[name]
+        except KeyError:
+            raise LayerNotFoundError(name, list(self.layers)) from None
+
+    def layer_stats(self, name: str) -> LayerSnapshot:
+        """Statistics of one layer as plain CPU data (flushes pending batches)."""
+        layer = self.layer(name)
+        acc = layer.accumulator
+        cm = acc.comoments()
+        return LayerSnapshot(
+            name=name,
+            module_type=type(layer.module).__name__,
+            neuron_ids=self.neurons.ids(name),
+            moments=acc.total().to("cpu"),
+            comoments=None if cm is None else cm.to("cpu"),
+            observation=layer.observation.describe(),
+            bounds=layer.observation.bounds,
+        )
+
+    def snapshot(self, **metadata: Any) -> StatsSnapshot:
+        """Everything tracked so far, as plain data (save, merge, feed to policies and reports)."""
+        return StatsSnapshot(
+            layers={name: self.layer_stats(name) for name in self.layers},
+            firing_threshold=self.firing_threshold,
+            saturation_tolerance=self.saturation_tolerance,
+            metadata=dict(metadata),
+        )
+
+    def load_snapshot(self, snapshot: StatsSnapshot) -> None:
+        """Replace the running statistics with ``snapshot``'s (same layout required)."""
+        if snapshot.fingerprint() != self.fingerprint():
+            raise LayoutMismatchError(
+                f"snapshot layout {snapshot.layout} does not match the tracked layout {self.layout}"
+            )
+        for name, layer in snapshot.layers.items():
+            self.layers[name].accumulator.load(layer.moments, layer.comoments)
+
+    def reset(self) -> None:
+        """Forget all statistics (the history is kept)."""
+        for layer in self.layers.values():
+            layer.accumulator.reset()
+
+    @property
+    def layout(self) -> list[tuple[str, int]]:
+        return [(name, self.neurons.size(name)) for name in self.layers]
+
+    def fingerprint(self) -> str:
+        """Hash of the tracked layers' names and sizes (plans record it)."""
+        return layout_fingerprint(self.layout)
+
+    def neuron_stats(self, neuron_id: int) -> dict[str, Any]:
+        """All statistics of one neuron by global ID."""
+        layer, local = self.neurons.locate(neuron_id)
+        return self.layer_stats(layer).neuron(local)
+
+    def dead_neurons(self) -> dict[str, list[int]]:
+        """Local indices of units that never fired, per layer."""
+        return {
+            name: torch.nonzero(self.layer_stats(name).dead).flatten().tolist()
+            for name in self.layers
+        }
+
+    def observation_points(self) -> dict[str, dict[str, Any]]:
+        """How each layer is observed (hook module, replayed activations, fallback reason)."""
+        return {name: layer.observation.describe() for name, layer in self.layers.items()}
+
+    # --- history --------------------------------------------------------------------------
+    def log_epoch(
+        self,
+        epoch: int,
+        loss: float | None = None,
+        accuracy: float | None = None,
+        **metrics: float,
+    ) -> EpochRecord:
+        """Record per-neuron mean/variance/firing over the observations since the last call,
+        with the given training metrics."""
+        layers = {}
+        for name, layer in self.layers.items():
+            window = layer.accumulator.take_window().to("cpu")
+            layers[name] = (self.neurons.ids(name), window)
+        return self.history.log(epoch, layers, loss=loss, accuracy=accuracy, **metrics)

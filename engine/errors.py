@@ -1,0 +1,59 @@
+"""Typed errors raised by the engine.
+
+Every error names the offending item (layer, neuron, file, field) and what was expected, so
+that a caller can act on it without reading a traceback.
+
+>>> from engine.errors import EngineError, LayerNotFoundError
+>>> issubclass(LayerNotFoundError, EngineError)
+True
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigurationError(EngineError, ValueError):
+    """An argument or configuration value is invalid (names the value and what was expected)."""
+
+
+class LayerNotFoundError(EngineError, KeyError):
+    """A layer name is not among the tracked layers."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...]) -> None:
+        shown = ", ".join(repr(k) for k in list(known)[:12])
+        more = "" if len(known) <= 12 else f", … ({len(known)} in all)"
+        super().__init__(f"layer {name!r} is not tracked; tracked layers are: {shown}{more}")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0])
+
+
+class NeuronNotFoundError(EngineError, KeyError):
+    """A neuron ID is unknown or no longer alive."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TrackingStateError(EngineError, RuntimeError):
+    """Tracking was started twice, stopped when not running, or similar misuse."""
+
+
+class CorrelationLimitError(EngineError, ValueError):
+    """A layer is too wide for the O(N²) co-moment matrix under the configured bound."""
+
+
+class SnapshotError(EngineError, ValueError):
+    """A statistics snapshot file is missing, malformed, or does not match another snapshot."""
+
+
+class LayoutMismatchError(SnapshotError):
+    """Two snapshots (or a snapshot and a model) have different tracked layouts."""
+
+
+class HistoryError(EngineError, ValueError):
+    """A training-history file is malformed or a requested neuron has no history."""

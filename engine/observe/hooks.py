@@ -1,0 +1,69 @@
+"""Forward hooks that feed accumulators, and the one object that owns their handles.
+
+>>> import torch, torch.nn as nn
+>>> lin = nn.Linear(2, 2)
+>>> hooks = HookSet()
+>>> hooks.add(lin.register_forward_hook(lambda m, a, o: None))
+>>> len(lin._forward_hooks), len(hooks)
+(1, 1)
+>>> hooks.remove(); len(lin._forward_hooks)
+0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from engine.layers import LayerKind
+from engine.observe.placement import Observation
+from engine.stats import NeuronAccumulator
+
+
+class HookSet:
+    """Owns hook handles; ``remove()`` is idempotent and removes every one of them."""
+
+    def __init__(self) -> None:
+        self._handles: list[RemovableHandle] = []
+
+    def add(self, handle: RemovableHandle) -> None:
+        self._handles.append(handle)
+
+    def remove(self) -> None:
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+
+def to_samples(x: torch.Tensor, kind: LayerKind) -> torch.Tensor:
+    """Fold every axis but the unit axis: ``(B, T, N)`` or ``(B, C, H, W)`` → ``(S, N)``."""
+    axis = kind.unit_axis(x)
+    if axis != x.dim() - 1:
+        x = x.movedim(axis, -1)
+    return x.reshape(-1, x.shape[-1])
+
+
+def make_observer(
+    kind: LayerKind, observation: Observation, accumulator: NeuronAccumulator
+) -> Callable[[nn.Module, Any, Any], None]:
+    """A forward hook: select the tensor, replay trailing activations, update statistics.
+
+    Tensor ops only: no host sync, no Python loop over units.
+    """
+    select = kind.select if observation.at_layer_output else (lambda out: out)
+    replay = tuple(step.replay for step in observation.replay)
+
+    def observe(module: nn.Module, args: Any, output: Any) -> None:
+        x = select(output).detach()
+        for fn in replay:
+            x = fn(x)
+        accumulator.update(to_samples(x, kind))
+
+    return observe

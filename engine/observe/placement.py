@@ -1,0 +1,261 @@
+"""Where each tracked layer is observed: the signal its consumer actually multiplies.
+
+For every tracked layer the model is traced symbolically (``torch.fx``) and the chain of
+element-wise activations and norms that follows the layer's output is read off the graph:
+``Linear → F.relu → Linear``, ``Conv → BN → ReLU → Conv``, ``x.sigmoid()`` and so on. The chain
+continues while each step has the previous one as its only input and is its only user; it stops
+at anything else (dropout, pooling, flatten, residual add, concatenation, a second user).
+
+The observation is then realised with plain forward hooks:
+
+* the hook sits on the *last module in the chain that is called exactly once* (the layer itself,
+  a BatchNorm, an ``nn.ReLU``), so the observed tensor is that module's output;
+* the activations after it that are functions, methods or shared modules (``F.relu``,
+  ``x.tanh()``, one ``nn.ReLU`` instance reused by several layers) are *replayed* out of place on
+  the observed tensor inside the hook (a cheap element-wise op, never an in-place one);
+* a norm that cannot be hooked on its own (shared or functional) ends the chain before it.
+
+Fallbacks to the layer's own output are recorded with a reason: the model (or a sub-module)
+cannot be traced (data-dependent control flow), the layer is called more than once (shared
+weights), or it is never seen as a module call. Sub-modules are traced separately when the
+whole model cannot be, so a failure only costs the chains that cross it. Containers whose
+structure is known (``nn.TransformerEncoderLayer``: ``linear1`` feeds ``activation``) give hints.
+
+>>> import torch.nn as nn
+>>> m = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+>>> obs = plan_observations(m, {"0": layer_kind_for(m[0]), "3": layer_kind_for(m[3])})
+>>> obs["0"].hook_module, obs["0"].chain, obs["3"].hook_module
+('2', ('1:batchnorm1d', '2:relu'), '3')
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.fx as fx
+from torch import nn
+
+from engine.layers import LayerKind, layer_kind_for
+from engine.observe.activations import (
+    NORM_TYPES,
+    ActivationStep,
+    activation_from_function,
+    activation_from_method,
+    activation_from_module,
+    activation_from_value,
+)
+
+__all__ = ["Observation", "layer_kind_for", "plan_observations"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Where and how one tracked layer's units are observed."""
+
+    layer: str
+    hook_module: str
+    replay: tuple[ActivationStep, ...] = ()
+    chain: tuple[str, ...] = ()
+    bounds: tuple[float, float] | None = None
+    fallback: str | None = None
+
+    @property
+    def at_layer_output(self) -> bool:
+        return self.hook_module == self.layer
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly description, stored with every snapshot."""
+        return {
+            "hook": self.hook_module,
+            "chain": list(self.chain),
+            "replayed": [s.name for s in self.replay],
+            "bounds": list(self.bounds) if self.bounds else None,
+            "fallback": self.fallback,
+        }
+
+
+@dataclass
+class _Step:
+    label: str
+    hook: str | None  # qualified module name if this step can carry the forward hook
+    activation: ActivationStep | None
+    is_norm: bool = False
+
+
+@dataclass
+class _Scope:
+    graph_module: fx.GraphModule
+    prefix: str
+    calls: Counter = field(default_factory=Counter)
+
+    def qualify(self, target: str) -> str:
+        return f"{self.prefix}.{target}" if self.prefix else target
+
+
+class _Tracer(fx.Tracer):
+    """Keeps tracked layers opaque and traces through any module that contains one."""
+
+    def __init__(self, tracked: set[str]) -> None:
+        super().__init__()
+        self.tracked = tracked
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if qualname in self.tracked:
+            return True
+        prefix = qualname + "."
+        if any(name.startswith(prefix) for name in self.tracked):
+            return False
+        return super().is_leaf_module(m, qualname)
+
+
+def _trace_scopes(
+    root: nn.Module, prefix: str, tracked: set[str], out: list[_Scope], failures: dict[str, str]
+) -> None:
+    inside = {n for n in tracked if n != prefix and (not prefix or n.startswith(prefix + "."))}
+    if not inside:
+        return
+    relative = {n[len(prefix) + 1 :] if prefix else n for n in inside}
+    try:
+        graph = _Tracer(relative).trace(root)
+    except Exception as exc:  # any tracing failure: fall back to the children, one by one
+        first_line = (str(exc).strip().splitlines() or [""])[0][:160]
+        failures[prefix] = f"{type(exc).__name__}: {first_line}"
+        for name, child in root.named_children():
+            _trace_scopes(child, f"{prefix}.{name}" if prefix else name, tracked, out, failures)
+        return
+    gm = fx.GraphModule(root, graph)
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    out.append(_Scope(gm, prefix, calls))
+
+
+def _classify(user: fx.Node, scope: _Scope) -> _Step | None:
+    extra = [a for a in (*user.args[1:], *user.kwargs.values()) if isinstance(a, fx.Node)]
+    if extra:
+        return None  # a second tensor input: residual add, concatenation, gating…
+    if user.op == "call_module":
+        module = scope.graph_module.get_submodule(user.target)
+        hook = scope.qualify(user.target) if scope.calls[user.target] == 1 else None
+        label = f"{scope.qualify(user.target)}:{type(module).__name__.lower()}"
+        if isinstance(module, NORM_TYPES):
+            return _Step(label, hook, None, is_norm=True)
+        step = activation_from_module(module)
+        return None if step is None else _Step(label, hook, step)
+    if user.op == "call_function":
+        step = activation_from_function(user.target, user.args, user.kwargs)
+        return None if step is None else _Step(step.name, None, step)
+    if user.op == "call_method":
+        step = activation_from_method(user.target, user.args, user.kwargs)
+        return None if step is None else _Step(step.name, None, step)
+    return None
+
+
+def _chain_from(node: fx.Node, scope: _Scope) -> list[_Step]:
+    steps: list[_Step] = []
+    cur = node
+    while len(cur.users) == 1:
+        user = next(iter(cur.users))
+        if not user.args or user.args[0] is not cur:
+            break
+        step = _classify(user, scope)
+        if step is None or (step.hook is None and step.activation is None):
+            break  # unknown op, or a shared/functional norm that cannot be observed
+        steps.append(step)
+        cur = user
+    return steps
+
+
+def _observation_from_steps(name: str, steps: list[_Step], fallback: str | None) -> Observation:
+    hook_at = -1
+    for k, step in enumerate(steps):
+        if step.hook is not None:
+            hook_at = k
+    replay = tuple(s.activation for s in steps[hook_at + 1 :] if s.activation is not None)
+    last = steps[-1] if steps else None
+    bounds = last.activation.bounds if last is not None and last.activation is not None else None
+    return Observation(
+        layer=name,
+        hook_module=steps[hook_at].hook if hook_at >= 0 else name,
+        replay=replay,
+        chain=tuple(s.label for s in steps),
+        bounds=bounds,
+        fallback=fallback,
+    )
+
+
+def _observe_in_scope(name: str, kind: LayerKind, scope: _Scope) -> Observation | None:
+    target = name[len(scope.prefix) + 1 :] if scope.prefix else name
+    nodes = [
+        n for n in scope.graph_module.graph.nodes if n.op == "call_module" and n.target == target
+    ]
+    if not nodes:
+        return None
+    if len(nodes) > 1:
+        return Observation(name, name, fallback=f"called {len(nodes)} times (shared weights)")
+    start = nodes[0]
+    if kind.returns_tuple:
+        firsts = [
+            u for u in start.users if u.op == "call_function" and len(u.args) > 1 and u.args[1] == 0
+        ]
+        if len(firsts) != 1:
+            return Observation(name, name)
+        start = firsts[0]
+    return _observation_from_steps(name, _chain_from(start, scope), None)
+
+
+# Containers whose forward cannot be traced but whose wiring is known:
+# container type → {child layer name: function(container) → activation applied to its output}.
+STRUCTURE_HINTS: dict[type, dict[str, Callable[[nn.Module], Any]]] = {
+    nn.TransformerEncoderLayer: {"linear1": lambda m: m.activation},
+    nn.TransformerDecoderLayer: {"linear1": lambda m: m.activation},
+}
+
+
+def _hinted(name: str, model: nn.Module) -> Observation | None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    for cls in type(parent).__mro__:
+        hints = STRUCTURE_HINTS.get(cls, {})
+        if child in hints:
+            step = activation_from_value(hints[child](parent))
+            if step is None:
+                return None
+            return Observation(
+                layer=name,
+                hook_module=name,
+                replay=(step,),
+                chain=(f"{step.name} (structure hint for {cls.__name__})",),
+                bounds=step.bounds,
+            )
+    return None
+
+
+def _untraced_reason(name: str, failures: dict[str, str]) -> str:
+    """The innermost enclosing scope that failed to trace, for the fallback message."""
+    enclosing = [p for p in failures if p == "" or name.startswith(p + ".")]
+    if not enclosing:
+        return "not seen as a module call in the traced graph"
+    scope = max(enclosing, key=len)
+    return f"could not trace {scope or 'the model'!r} ({failures[scope]})"
+
+
+def plan_observations(model: nn.Module, tracked: dict[str, LayerKind]) -> dict[str, Observation]:
+    """Choose the observation point of every tracked layer (see the module docstring)."""
+    scopes: list[_Scope] = []
+    failures: dict[str, str] = {}
+    _trace_scopes(model, "", set(tracked), scopes, failures)
+    plans: dict[str, Observation] = {}
+    for name, kind in tracked.items():
+        obs = None
+        for scope in scopes:
+            obs = _observe_in_scope(name, kind, scope)
+            if obs is not None:
+                break
+        if obs is None:
+            obs = _hinted(name, model) or Observation(
+                name, name, fallback=_untraced_reason(name, failures)
+            )
+        plans[name] = obs
+    return plans

@@ -1,0 +1,327 @@
+"""Plain-data statistics snapshots: JSON summary + safetensors arrays, save/load/merge.
+
+A snapshot is what policies and reports read: no modules, no hooks, CPU float64 tensors.
+On disk it is a folder with ``summary.json`` (layout, counts, observation points, per-layer
+summary) and ``stats.safetensors`` (per-neuron arrays). Nothing is unpickled.
+
+>>> import torch, tempfile
+>>> from engine.stats import Moments
+>>> layer = LayerSnapshot("fc", "Linear", [0, 1], Moments.from_samples(torch.rand(8, 2)))
+>>> snap = StatsSnapshot({"fc": layer})
+>>> path = snap.save(tempfile.mkdtemp())
+>>> StatsSnapshot.load(path).layers["fc"].moments.n
+8
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from engine.errors import LayoutMismatchError, SnapshotError
+from engine.io import atomic_write_bytes, atomic_write_json
+from engine.stats import CoMoments, Moments, merge_comoments, merge_moments
+from engine.stats.moments import TENSOR_FIELDS
+
+FORMAT = "neuron-engine.stats"
+VERSION = 1
+SUMMARY_FILE = "summary.json"
+ARRAYS_FILE = "stats.safetensors"
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class LayerSnapshot:
+    """Statistics of one tracked layer's units, in local-index order."""
+
+    name: str
+    module_type: str
+    neuron_ids: list[int]
+    moments: Moments
+    comoments: CoMoments | None = None
+    observation: dict[str, Any] = field(default_factory=dict)
+    bounds: tuple[float, float] | None = None
+
+    @property
+    def num_units(self) -> int:
+        return len(self.neuron_ids)
+
+    @property
+    def count(self) -> int:
+        return self.moments.n
+
+    # derived per-neuron statistics (float64 CPU tensors)
+    mean = property(lambda self: self.moments.mean)
+    variance = property(lambda self: self.moments.variance)
+    std = property(lambda self: self.moments.std)
+    minimum = property(lambda self: self.moments.minimum)
+    maximum = property(lambda self: self.moments.maximum)
+    mean_abs = property(lambda self: self.moments.mean_abs)
+    firing_rate = property(lambda self: self.moments.firing_rate)
+    dead = property(lambda self: self.moments.dead)
+
+    @property
+    def saturation(self) -> torch.Tensor:
+        """Fraction of observations at a bound; NaN for unbounded activations (ReLU, GELU…)."""
+        if self.bounds is None:
+            return torch.full_like(self.moments.mean, float("nan"))
+        return self.moments.saturation
+
+    def pearson(self) -> torch.Tensor:
+        if self.comoments is None:
+            raise SnapshotError(
+                f"layer {self.name!r} was tracked without correlation; "
+                f"pass correlation=True (or a list of layers) to NeuronEngine"
+            )
+        return self.comoments.pearson()
+
+    def neuron(self, local_index: int) -> dict[str, Any]:
+        """All statistics of one unit as plain Python values."""
+        i = local_index
+        return {
+            "neuron_id": self.neuron_ids[i],
+            "layer": self.name,
+            "local_index": i,
+            "count": self.count,
+            "mean": float(self.mean[i]),
+            "variance": float(self.variance[i]),
+            "std": float(self.std[i]),
+            "min": float(self.minimum[i]),
+            "max": float(self.maximum[i]),
+            "mean_abs": float(self.mean_abs[i]),
+            "firing_rate": float(self.firing_rate[i]),
+            "saturation": _finite(float(self.saturation[i])),
+            "dead": bool(self.dead[i]),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Layer-level figures: units, dead units, mean firing rate, mean |a|."""
+        n_dead = int(self.dead.sum())
+        has = self.count > 0 and self.num_units > 0
+        return {
+            "units": self.num_units,
+            "dead": n_dead,
+            "dead_fraction": n_dead / self.num_units if self.num_units else 0.0,
+            "mean_firing_rate": float(self.firing_rate.mean()) if has else None,
+            "mean_abs_activation": float(self.mean_abs.mean()) if has else None,
+        }
+
+    def merge(self, other: LayerSnapshot) -> LayerSnapshot:
+        if (self.name, self.neuron_ids) != (other.name, other.neuron_ids):
+            raise LayoutMismatchError(
+                f"layer {self.name!r}: cannot merge statistics of different neuron sets "
+                f"({self.num_units} units vs {other.num_units} in {other.name!r})"
+            )
+        if (self.comoments is None) != (other.comoments is None):
+            raise LayoutMismatchError(
+                f"layer {self.name!r}: one snapshot has correlation state and the other has not"
+            )
+        cm = None
+        if self.comoments is not None and other.comoments is not None:
+            cm = merge_comoments(self.comoments, other.comoments)
+        return replace(self, moments=merge_moments(self.moments, other.moments), comoments=cm)
+
+
+class _LayerRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    module_type: str
+    neuron_ids: list[int]
+    count: int
+    correlation: bool
+    bounds: tuple[float, float] | None = None
+    observation: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+
+
+class _SnapshotRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["neuron-engine.stats"]
+    version: Literal[1]
+    created: str
+    library_version: str
+    firing_threshold: float
+    saturation_tolerance: float
+    fingerprint: str
+    layers: list[_LayerRecord]
+    metadata: dict[str, Any] = {}
+
+
+@dataclass
+class StatsSnapshot:
+    """Statistics of every tracked layer, as plain data (see module docstring)."""
+
+    layers: dict[str, LayerSnapshot]
+    firing_threshold: float = 0.0
+    saturation_tolerance: float = 0.02
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> list[tuple[str, int]]:
+        """``[(layer name, unit count), …]`` in tracking order."""
+        return [(name, layer.num_units) for name, layer in self.layers.items()]
+
+    def fingerprint(self) -> str:
+        return layout_fingerprint(self.layout)
+
+    @property
+    def samples_seen(self) -> dict[str, int]:
+        return {name: layer.count for name, layer in self.layers.items()}
+
+    def layer(self, name: str) -> LayerSnapshot:
+        from engine.errors import LayerNotFoundError
+
+        try:
+            return self.layers[name]
+        except KeyError:
+            raise LayerNotFoundError(name, list(self.layers)) from None
+
+    def neuron(self, neuron_id: int) -> dict[str, Any]:
+        """Statistics of one neuron by global ID."""
+        from engine.errors import NeuronNotFoundError
+
+        for layer in self.layers.values():
+            if neuron_id in layer.neuron_ids:
+                return layer.neuron(layer.neuron_ids.index(neuron_id))
+        raise NeuronNotFoundError(f"neuron {neuron_id} is not in this snapshot")
+
+    # --- combining ------------------------------------------------------------------------
+    def merge(self, other: StatsSnapshot) -> StatsSnapshot:
+        """Exact union of two snapshots of the same layout (e.g. two data shards or ranks)."""
+        if list(self.layers) != list(other.layers):
+            raise LayoutMismatchError(
+                f"cannot merge snapshots of different layers: {list(self.layers)} vs "
+                f"{list(other.layers)}"
+            )
+        if self.firing_threshold != other.firing_threshold:
+            raise LayoutMismatchError(
+                f"cannot merge snapshots with firing thresholds {self.firing_threshold} and "
+                f"{other.firing_threshold}"
+            )
+        merged = {name: layer.merge(other.layers[name]) for name, layer in self.layers.items()}
+        return replace(self, layers=merged, created=datetime.now(timezone.utc).isoformat())
+
+    # --- persistence ----------------------------------------------------------------------
+    def _record(self) -> dict[str, Any]:
+        from engine import __version__
+
+        return _SnapshotRecord(
+            format=FORMAT,
+            version=VERSION,
+            created=self.created,
+            library_version=__version__,
+            firing_threshold=self.firing_threshold,
+            saturation_tolerance=self.saturation_tolerance,
+            fingerprint=self.fingerprint(),
+            metadata=self.metadata,
+            layers=[
+                _LayerRecord(
+                    name=name,
+                    module_type=layer.module_type,
+                    neuron_ids=layer.neuron_ids,
+                    count=layer.count,
+                    correlation=layer.comoments is not None,
+                    bounds=layer.bounds,
+                    observation=layer.observation,
+                    summary=layer.summary(),
+                )
+                for name, layer in self.layers.items()
+            ],
+        ).model_dump(mode="json")
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``summary.json`` and ``stats.safetensors`` into ``directory`` (atomically)."""
+        directory = Path(directory)
+        tensors: dict[str, torch.Tensor] = {}
+        for name, layer in self.layers.items():
+            for key, value in layer.moments.tensors().items():
+                tensors[f"{name}/{key}"] = value.detach().cpu().contiguous()
+            if layer.comoments is not None:
+                tensors[f"{name}/co_mean"] = layer.comoments.mean.cpu().contiguous()
+                tensors[f"{name}/co_matrix"] = layer.comoments.c.cpu().contiguous()
+        record = self._record()
+        digest = hashlib.sha256(json.dumps(record["layers"], sort_keys=True).encode()).hexdigest()
+        atomic_write_bytes(directory / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
+        atomic_write_json(directory / SUMMARY_FILE, record)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> StatsSnapshot:
+        directory = Path(directory)
+        summary_path, arrays_path = directory / SUMMARY_FILE, directory / ARRAYS_FILE
+        for p in (summary_path, arrays_path):
+            if not p.is_file():
+                raise SnapshotError(
+                    f"{p}: missing (a snapshot folder holds {SUMMARY_FILE} and {ARRAYS_FILE})"
+                )
+        try:
+            raw = json.loads(summary_path.read_text(encoding="utf-8"))
+            record = _SnapshotRecord.model_validate(raw)
+        except json.JSONDecodeError as exc:
+            raise SnapshotError(f"{summary_path}: not valid JSON ({exc})") from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise SnapshotError(f"{summary_path}: field {where!r}: {err['msg']}") from None
+        try:
+            tensors = st_load(arrays_path.read_bytes())
+        except (SafetensorError, ValueError) as exc:
+            raise SnapshotError(f"{arrays_path}: not a readable safetensors file ({exc})") from None
+        layers: dict[str, LayerSnapshot] = {}
+        for rec in record.layers:
+            layers[rec.name] = _layer_from_arrays(rec, tensors, arrays_path)
+        return cls(
+            layers=layers,
+            firing_threshold=record.firing_threshold,
+            saturation_tolerance=record.saturation_tolerance,
+            created=record.created,
+            metadata=record.metadata,
+        )
+
+
+def _layer_from_arrays(
+    rec: _LayerRecord, tensors: dict[str, torch.Tensor], path: Path
+) -> LayerSnapshot:
+    units = len(rec.neuron_ids)
+
+    def get(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        full = f"{rec.name}/{key}"
+        if full not in tensors:
+            raise SnapshotError(f"{path}: array {full!r} is missing")
+        t = tensors[full]
+        if tuple(t.shape) != shape:
+            raise SnapshotError(
+                f"{path}: array {full!r} has shape {tuple(t.shape)}, expected {shape} "
+                f"for {units} units"
+            )
+        return t.to(torch.float64)
+
+    moments = Moments.from_tensors(rec.count, {k: get(k, (units,)) for k in TENSOR_FIELDS})
+    cm = None
+    if rec.correlation:
+        cm = CoMoments(rec.count, get("co_mean", (units,)), get("co_matrix", (units, units)))
+    bounds = tuple(rec.bounds) if rec.bounds is not None else None
+    return LayerSnapshot(
+        rec.name, rec.module_type, list(rec.neuron_ids), moments, cm, rec.observation, bounds
+    )
+
+
+def layout_fingerprint(layout: list[tuple[str, int]]) -> str:
+    """A short hash of the tracked layers' names and sizes, in order."""
+    text = json.dumps([[name, int(size)] for name, size in layout])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

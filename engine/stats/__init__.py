@@ -1,0 +1,14 @@
+"""Exact, mergeable per-neuron statistics (pure functions and small state objects)."""
+
+from engine.stats.accumulator import NeuronAccumulator
+from engine.stats.comoments import CoMoments, merge_comoments
+from engine.stats.moments import Moments, merge_moments, saturation_mask
+
+__all__ = [
+    "CoMoments",
+    "Moments",
+    "NeuronAccumulator",
+    "merge_comoments",
+    "merge_moments",
+    "saturation_mask",
+]

@@ -1,0 +1,176 @@
+"""The hot path: per-batch reductions, buffered and merged exactly into float64 state.
+
+Every batch costs a handful of fused reductions on the activation's device (no ``.item()``, no
+``.cpu()``, no Python loop over units):
+
+* the batch is shifted by a per-window constant ``K`` (the running mean, or the first sample),
+  so a large common offset (3000 + small noise) does not cancel the variance away in float32;
+* ``var_mean``, ``aminmax``, an L1 norm and a firing count give one ``(rows, N)`` float32 tensor,
+  appended to a short pending list;
+* with correlation on, the centred batch adds ``dcᵀ·dc`` into a float32 window accumulator.
+
+Every ``flush_every`` batches (and whenever statistics are read) the pending window is combined
+in float64 with the exact k-way formula and Chan-merged into the running ``total`` and the
+per-epoch ``window`` states.
+
+>>> import torch
+>>> acc = NeuronAccumulator(4)
+>>> for chunk in torch.randn(10, 32, 4).unbind(0):
+...     acc.update(chunk)
+>>> acc.total().n
+320
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.errors import CorrelationLimitError
+from engine.stats.comoments import CoMoments, merge_comoments
+from engine.stats.moments import Moments, merge_moments, saturation_mask
+
+_MEAN, _VAR, _MIN, _MAX, _ABS, _FIRE, _SAT = range(7)
+
+
+class NeuronAccumulator:
+    """Running statistics of N units fed with ``(samples, N)`` tensors."""
+
+    def __init__(
+        self,
+        num_units: int,
+        *,
+        firing_threshold: float = 0.0,
+        bounds: tuple[float, float] | None = None,
+        saturation_tolerance: float = 0.02,
+        correlation: bool = False,
+        max_correlation_units: int = 4096,
+        flush_every: int = 64,
+        name: str = "layer",
+    ) -> None:
+        if correlation and num_units > max_correlation_units:
+            mib = num_units * num_units * 8 / 2**20
+            raise CorrelationLimitError(
+                f"layer {name!r} has {num_units} units: its co-moment matrix would hold "
+                f"{num_units}×{num_units} float64 values ({mib:.0f} MiB), above the bound "
+                f"max_correlation_units={max_correlation_units}; raise the bound or leave "
+                f"correlation off for this layer"
+            )
+        self.num_units = num_units
+        self.firing_threshold = float(firing_threshold)
+        self.bounds = bounds
+        self.saturation_tolerance = float(saturation_tolerance)
+        self.correlation = correlation
+        self.flush_every = max(1, int(flush_every))
+        self.name = name
+        self._total: Moments | None = None
+        self._window: Moments | None = None
+        self._comoments: CoMoments | None = None
+        self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        self._pending: list[torch.Tensor] = []
+        self._pending_n: list[int] = []
+        self._shift: torch.Tensor | None = None
+        self._cross: torch.Tensor | None = None
+
+    # --- hot path -------------------------------------------------------------------------
+    def update(self, x: torch.Tensor) -> None:
+        """Add a ``(samples, N)`` batch of observations. No host sync."""
+        x = x.detach()
+        if x.dtype != torch.float32:
+            x = x.float()
+        n = x.shape[0]
+        if n == 0:
+            return
+        if self._shift is None:
+            total = self._total
+            self._shift = x[0].clone() if total is None or total.n == 0 else total.mean.float()
+        d = x - self._shift
+        var, mean_d = torch.var_mean(d, dim=0, correction=0)
+        lo, hi = torch.aminmax(x, dim=0)
+        rows = [
+            mean_d,
+            var,
+            lo,
+            hi,
+            torch.linalg.vector_norm(x, ord=1, dim=0),
+            torch.sum(x > self.firing_threshold, dim=0, dtype=torch.float32),
+        ]
+        sat = saturation_mask(x, self.bounds, self.saturation_tolerance)
+        if sat is not None:
+            rows.append(torch.sum(sat, dim=0, dtype=torch.float32))
+        self._pending.append(torch.stack(rows))
+        self._pending_n.append(n)
+        if self.correlation:
+            dc = d - mean_d
+            self._cross = dc.T @ dc if self._cross is None else torch.addmm(self._cross, dc.T, dc)
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    # --- window combine -------------------------------------------------------------------
+    def flush(self) -> None:
+        """Combine the pending batches in float64 and merge them into the running state."""
+        if not self._pending:
+            return
+        rows = torch.stack(self._pending).to(torch.float64)  # (K, rows, N)
+        counts = self._pending_n
+        total_n = sum(counts)
+        w = torch.tensor(counts, dtype=torch.float64, device=rows.device)[:, None]
+        means = rows[:, _MEAN]
+        mean_d = (w * means).sum(0) / total_n
+        dev = means - mean_d
+        shift = self._shift.to(torch.float64)
+        block = Moments(
+            n=total_n,
+            mean=shift + mean_d,
+            m2=(w * rows[:, _VAR]).sum(0) + (w * dev.square()).sum(0),
+            minimum=rows[:, _MIN].amin(0),
+            maximum=rows[:, _MAX].amax(0),
+            abs_sum=rows[:, _ABS].sum(0),
+            fire=rows[:, _FIRE].sum(0),
+            saturated=rows[:, _SAT].sum(0) if rows.shape[1] > _SAT else torch.zeros_like(mean_d),
+        )
+        self._total = block if self._total is None else merge_moments(self._total, block)
+        self._window = block if self._window is None else merge_moments(self._window, block)
+        if self._cross is not None:
+            cross = self._cross.to(torch.float64) + (w * dev).T @ dev
+            cm = CoMoments(total_n, shift + mean_d, cross)
+            self._comoments = (
+                cm if self._comoments is None else merge_comoments(self._comoments, cm)
+            )
+        self._reset_pending()
+
+    # --- reading --------------------------------------------------------------------------
+    def _or_empty(self, m: Moments | None) -> Moments:
+        return m if m is not None else Moments.empty(self.num_units)
+
+    def total(self) -> Moments:
+        """Statistics over everything seen since creation or the last ``reset``."""
+        self.flush()
+        return self._or_empty(self._total)
+
+    def comoments(self) -> CoMoments | None:
+        self.flush()
+        if not self.correlation:
+            return None
+        return self._comoments if self._comoments is not None else CoMoments.empty(self.num_units)
+
+    def take_window(self) -> Moments:
+        """Statistics since the previous ``take_window`` (one epoch), then start a new window."""
+        self.flush()
+        window = self._or_empty(self._window)
+        self._window = None
+        return window
+
+    def reset(self) -> None:
+        self._total = self._window = self._comoments = None
+        self._reset_pending()
+
+    # --- surgery / merging support ----------------------------------------------------------
+    def load(self, total: Moments, comoments: CoMoments | None = None) -> None:
+        """Replace the running state (e.g. after merging snapshots, or after surgery)."""
+        self._reset_pending()
+        self.num_units = total.num_units
+        self._total = total
+        self._window = None
+        self._comoments = comoments if self.correlation else None

@@ -1,0 +1,100 @@
+"""Streaming co-moments of N units: Pearson correlation and pairwise linear fits.
+
+State is ``(n, mean, c)`` with ``c = Σ (x−μ)(x−μ)ᵀ`` (N×N, float64). Two states merge exactly:
+``c = c_a + c_b + δδᵀ·n_a·n_b/n``. Memory is O(N²), never O(samples).
+
+>>> import torch
+>>> x = torch.randn(500, 2, dtype=torch.float64)
+>>> x[:, 1] = 3 * x[:, 0] + 1
+>>> cm = merge_comoments(CoMoments.from_samples(x[:100]), CoMoments.from_samples(x[100:]))
+>>> round(cm.pearson()[0, 1].item(), 12), [round(v, 9) for v in cm.fit(0, 1)]
+(1.0, [3.0, 1.0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.errors import LayoutMismatchError
+
+
+@dataclass(frozen=True)
+class CoMoments:
+    n: int
+    mean: torch.Tensor
+    c: torch.Tensor
+
+    @classmethod
+    def empty(cls, num_units: int, device: torch.device | str | None = None) -> CoMoments:
+        z = torch.zeros(num_units, dtype=torch.float64, device=device)
+        return cls(0, z, torch.zeros(num_units, num_units, dtype=torch.float64, device=device))
+
+    @classmethod
+    def from_samples(cls, x: torch.Tensor) -> CoMoments:
+        """Two-pass float64 reference on a ``(samples, units)`` tensor."""
+        x = x.detach().to(torch.float64).reshape(-1, x.shape[-1])
+        if x.shape[0] == 0:
+            return cls.empty(x.shape[1], x.device)
+        mean = x.mean(0)
+        d = x - mean
+        return cls(x.shape[0], mean, d.T @ d)
+
+    @property
+    def num_units(self) -> int:
+        return self.mean.shape[0]
+
+    def covariance(self) -> torch.Tensor:
+        """Population covariance matrix (``c / n``)."""
+        if self.n == 0:
+            return torch.full_like(self.c, float("nan"))
+        return self.c / self.n
+
+    def pearson(self) -> torch.Tensor:
+        """Pearson correlation matrix; NaN where a unit has zero variance."""
+        d = self.c.diagonal().clamp_min(0).sqrt()
+        denom = d[:, None] * d[None, :]
+        r = torch.where(denom > 0, self.c / denom, torch.full_like(self.c, float("nan")))
+        return r.clamp(-1.0, 1.0)
+
+    def fit(self, i: int, j: int) -> tuple[float, float]:
+        """Least-squares ``a_j ≈ α·a_i + β`` over every observation; returns ``(α, β)``.
+
+        α is NaN when unit i is constant (nothing to regress on).
+        """
+        alpha, beta = self.fit_matrix()
+        return float(alpha[i, j]), float(beta[i, j])
+
+    def fit_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All pairs at once: ``alpha[i, j]``, ``beta[i, j]`` fit ``a_j ≈ alpha·a_i + beta``."""
+        var = self.c.diagonal()[:, None]
+        alpha = torch.where(var > 0, self.c / var, torch.full_like(self.c, float("nan")))
+        beta = self.mean[None, :] - alpha * self.mean[:, None]
+        return alpha, beta
+
+    def select(self, index: torch.Tensor | list[int]) -> CoMoments:
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.mean.device)
+        return CoMoments(self.n, self.mean[idx], self.c[idx][:, idx])
+
+    def to(self, device: torch.device | str) -> CoMoments:
+        return CoMoments(self.n, self.mean.to(device), self.c.to(device))
+
+
+def merge_comoments(a: CoMoments, b: CoMoments) -> CoMoments:
+    """Exact combination of two co-moment states over the same units."""
+    if a.num_units != b.num_units:
+        raise LayoutMismatchError(
+            f"cannot merge co-moments of {a.num_units} units with {b.num_units} units"
+        )
+    if b.n == 0:
+        return a
+    if a.n == 0:
+        return b
+    n = a.n + b.n
+    delta = b.mean - a.mean
+    return CoMoments(
+        n=n,
+        mean=a.mean + delta * (b.n / n),
+        c=a.c + b.c + torch.outer(delta, delta) * (a.n * b.n / n),
+    )
