@@ -24,7 +24,8 @@ from engine.history import EpochRecord, TrainingHistory
 from engine.layers import LayerKind
 from engine.neurons import NeuronRegistry
 from engine.observe import HookSet, Observation, make_observer, plan_observations
-from engine.selection import Selector, discover_layers, matches
+from engine.observe import fastpath as _fastpath
+from engine.selection import Selector, check_selector, discover_layers, matches
 from engine.snapshot import LayerSnapshot, StatsSnapshot, layout_fingerprint
 from engine.stats import NeuronAccumulator
 
@@ -83,10 +84,13 @@ class NeuronEngine:
         self.firing_threshold = float(firing_threshold)
         self.saturation_tolerance = float(saturation_tolerance)
         found = discover_layers(model, include, exclude)
+        if not isinstance(correlation, bool):
+            check_selector(model, correlation, "correlation")
         if not found:
             raise ConfigurationError(
                 f"no trackable layer in {type(model).__name__} with include={include!r}, "
-                f"exclude={exclude!r}; register custom types with engine.register_layer_kind"
+                f"exclude={exclude!r} (the root module itself is not tracked: wrap a bare layer "
+                f"in nn.Sequential); register custom types with engine.register_layer_kind"
             )
         observations = plan_observations(model, {n: kind for n, (_, kind) in found.items()})
         self.neurons = NeuronRegistry()
@@ -110,7 +114,6 @@ class NeuronEngine:
             self.layers[name] = TrackedLayer(name, module, kind, observations[name], acc)
         self.history = TrainingHistory()
         self._hooks = HookSet()
-        self._saved_fastpath: bool | None = None
 
     # --- tracking -------------------------------------------------------------------------
     @property
@@ -124,24 +127,19 @@ class NeuronEngine:
         try:
             for layer in self.layers.values():
                 target = self.model.get_submodule(layer.observation.hook_module)
-                hook = make_observer(layer.kind, layer.observation, layer.accumulator)
+                hook = make_observer(layer.kind, layer.observation, layer.accumulator, target)
                 self._hooks.add(target.register_forward_hook(hook))
         except BaseException:
             self._hooks.remove()
             raise
-        # PyTorch's fused transformer fast path skips sub-module calls (and so their hooks).
-        if hasattr(torch.backends, "mha"):
-            self._saved_fastpath = torch.backends.mha.get_fastpath_enabled()
-            torch.backends.mha.set_fastpath_enabled(False)
+        _fastpath.acquire()
 
     def stop(self) -> None:
         """Remove every hook the engine attached. Statistics are kept."""
         if not self.is_tracking:
             raise TrackingStateError("tracking is not on; nothing to stop")
         self._hooks.remove()
-        if self._saved_fastpath is not None:
-            torch.backends.mha.set_fastpath_enabled(self._saved_fastpath)
-            self._saved_fastpath = None
+        _fastpath.release()
 
     @contextmanager
     def tracking(self) -> Iterator[NeuronEngine]:

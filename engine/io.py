@@ -4,7 +4,7 @@ A reader never sees a half-written file, and a failed write leaves the old file 
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.json"
->>> atomic_write_text(p, '{"ok": true}'); p.read_text()
+>>> _ = atomic_write_text(p, '{"ok": true}'); p.read_text()
 '{"ok": true}'
 """
 
@@ -16,6 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# mkstemp creates files 0600; give written files the mode open() would (0666 minus the umask).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
@@ -26,6 +31,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

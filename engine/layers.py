@@ -31,7 +31,10 @@ from engine.errors import ConfigurationError
 
 
 def _first(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
+    out = output[0] if isinstance(output, (tuple, list)) else output
+    if isinstance(out, nn.utils.rnn.PackedSequence):
+        return out.data  # (total valid steps, H): every real observation, no padding
+    return out
 
 
 def _identity(output: Any) -> torch.Tensor:

@@ -6,13 +6,14 @@ ID in the lineage, a merged unit records the survivor it was folded into, a grow
 its parent.
 
 >>> reg = NeuronRegistry()
->>> reg.add_layer("fc1", 3); reg.add_layer("fc2", 2)
+>>> reg.add_layer("fc1", 3), reg.add_layer("fc2", 2)
+([0, 1, 2], [3, 4])
 >>> reg.ids("fc2"), reg.locate(4)
 ([3, 4], ('fc2', 1))
->>> reg.remove("fc1", [1]); reg.ids("fc1")
-[0, 2]
->>> reg.grow("fc1", parents=[0]); reg.ids("fc1"), reg.lineage[5]
-([0, 2, 5], {'event': 'grown', 'layer': 'fc1', 'parent': 0})
+>>> reg.remove("fc1", [1]), reg.ids("fc1")
+([1], [0, 2])
+>>> reg.grow("fc1", parents=[0]), reg.ids("fc1"), reg.lineage[5]
+([5], [0, 2, 5], {'event': 'grown', 'layer': 'fc1', 'parent': 0})
 """
 
 from __future__ import annotations

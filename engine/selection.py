@@ -29,7 +29,13 @@ def _items(selector: Selector) -> list[str | type]:
         return []
     if isinstance(selector, (str, type)):
         return [selector]
-    items = list(selector)
+    try:
+        items = list(selector)
+    except TypeError:
+        raise ConfigurationError(
+            f"layer selector {selector!r} must be a name, a pattern, a module type or a list "
+            f"of those"
+        ) from None
     for item in items:
         if not isinstance(item, (str, type)):
             raise ConfigurationError(
@@ -58,27 +64,37 @@ def discover_layers(
     tracked separately: their parent's forward does not call them as modules.
     """
     found: dict[str, tuple[nn.Module, LayerKind]] = {}
-    inside: list[str] = []
-    for name, module in model.named_modules():
-        if not name or any(name.startswith(p + ".") for p in inside):
-            continue
+    for name, module in _all_trackable(model):
         kind = layer_kind_for(module)
-        if kind is None:
-            continue
-        inside.append(name)
         if include is not None and not matches(name, module, include):
             continue
         if exclude is not None and matches(name, module, exclude):
             continue
         found[name] = (module, kind)
-    for item in _items(include):
-        if isinstance(item, str) and not any(n == item or fnmatchcase(n, item) for n in found):
-            raise ConfigurationError(
-                f"include={item!r} matches no trackable layer; trackable layers are: "
-                f"{', '.join(repr(n) for n, _ in _all_trackable(model)) or 'none'}"
-            )
+    check_selector(model, include, "include")
+    check_selector(model, exclude, "exclude")
     return found
 
 
 def _all_trackable(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if n and layer_kind_for(m) is not None]
+    """Every module the engine could track, skipping modules inside a trackable one."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(n + ".") for n, _ in out):
+            continue
+        if layer_kind_for(module) is not None:
+            out.append((name, module))
+    return out
+
+
+def check_selector(model: nn.Module, selector: Selector, what: str) -> None:
+    """Refuse names and patterns that match no trackable layer (typos fail loudly)."""
+    trackable = _all_trackable(model)
+    for item in _items(selector):
+        if isinstance(item, str) and not any(
+            n == item or fnmatchcase(n, item) for n, _ in trackable
+        ):
+            shown = ", ".join(repr(n) for n, _ in trackable) or "none"
+            raise ConfigurationError(
+                f"{what}={item!r} matches no trackable layer; trackable layers are: {shown}"
+            )

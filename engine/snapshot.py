@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -44,7 +44,7 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-@dataclass
+@dataclass(eq=False)
 class LayerSnapshot:
     """Statistics of one tracked layer's units, in local-index order."""
 
@@ -72,7 +72,20 @@ class LayerSnapshot:
     maximum = property(lambda self: self.moments.maximum)
     mean_abs = property(lambda self: self.moments.mean_abs)
     firing_rate = property(lambda self: self.moments.firing_rate)
-    dead = property(lambda self: self.moments.dead)
+
+    @property
+    def rectified(self) -> bool:
+        """True when the observed signal ends in a rectifier (ReLU, ReLU6, Threshold)."""
+        return bool(self.observation.get("rectified", False))
+
+    @property
+    def dead(self) -> torch.Tensor:
+        """Units that carry no signal: behind a rectifier, never above the firing threshold;
+        otherwise (logits, tanh, a layer observed before its activation) exactly constant."""
+        m = self.moments
+        if self.rectified:
+            return m.never_fired
+        return (m.maximum == m.minimum) & (m.n > 0)
 
     @property
     def saturation(self) -> torch.Tensor:
@@ -140,8 +153,8 @@ class _LayerRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     module_type: str
-    neuron_ids: list[int]
-    count: int
+    neuron_ids: list[NonNegativeInt]
+    count: NonNegativeInt
     correlation: bool
     bounds: tuple[float, float] | None = None
     observation: dict[str, Any] = {}
@@ -161,7 +174,7 @@ class _SnapshotRecord(BaseModel):
     metadata: dict[str, Any] = {}
 
 
-@dataclass
+@dataclass(eq=False)
 class StatsSnapshot:
     """Statistics of every tracked layer, as plain data (see module docstring)."""
 
@@ -272,7 +285,7 @@ class StatsSnapshot:
         try:
             raw = json.loads(summary_path.read_text(encoding="utf-8"))
             record = _SnapshotRecord.model_validate(raw)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SnapshotError(f"{summary_path}: not valid JSON ({exc})") from None
         except ValidationError as exc:
             err = exc.errors()[0]

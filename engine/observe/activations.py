@@ -43,6 +43,10 @@ ACTIVATION_MODULE_TYPES: tuple[type, ...] = (
     nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid, nn.Tanhshrink, nn.Threshold, nn.Identity,
 )  # fmt: skip
 
+# Activations whose output is exactly zero below a threshold: "never fired" means dead.
+RECTIFIERS = frozenset({"relu", "relu6", "threshold"})
+INPLACE_FUNCTIONS = frozenset({F.relu_, torch.relu_})
+
 _UNIT = (0.0, 1.0)
 _SYMMETRIC = (-1.0, 1.0)
 

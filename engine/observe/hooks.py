@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from engine.errors import TrackingStateError
 from engine.layers import LayerKind
 from engine.observe.placement import Observation
 from engine.stats import NeuronAccumulator
@@ -50,20 +52,43 @@ def to_samples(x: torch.Tensor, kind: LayerKind) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
+def _detach_from(module: nn.Module, hook: Callable[..., None]) -> None:
+    for key, value in list(module._forward_hooks.items()):
+        if value is hook:
+            del module._forward_hooks[key]
+
+
 def make_observer(
-    kind: LayerKind, observation: Observation, accumulator: NeuronAccumulator
+    kind: LayerKind,
+    observation: Observation,
+    accumulator: NeuronAccumulator,
+    target: nn.Module | None = None,
 ) -> Callable[[nn.Module, Any, Any], None]:
     """A forward hook: select the tensor, replay trailing activations, update statistics.
 
-    Tensor ops only: no host sync, no Python loop over units.
+    Tensor ops only: no host sync, no Python loop over units. With ``target``, the hook does
+    nothing when it fires on another module (``copy.deepcopy`` of a tracked model copies its
+    hooks; the copy must not feed the original's statistics).
     """
     select = kind.select if observation.at_layer_output else (lambda out: out)
     replay = tuple(step.replay for step in observation.replay)
+    owner = weakref.ref(target) if target is not None else None
+    units = accumulator.num_units
 
     def observe(module: nn.Module, args: Any, output: Any) -> None:
+        if owner is not None and owner() is not module:
+            _detach_from(module, observe)  # a deep copy of the tracked module: leave it clean
+            return
         x = select(output).detach()
         for fn in replay:
             x = fn(x)
-        accumulator.update(to_samples(x, kind))
+        samples = to_samples(x, kind)
+        if samples.shape[-1] != units:  # shape metadata only: no device sync
+            raise TrackingStateError(
+                f"layer {observation.layer!r}: observed {samples.shape[-1]} units at "
+                f"{observation.hook_module!r}, expected {units}; was the model changed "
+                f"without the engine (surgery must go through engine.apply)?"
+            )
+        accumulator.update(samples)
 
     return observe

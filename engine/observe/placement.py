@@ -30,9 +30,8 @@ structure is known (``nn.TransformerEncoderLayer``: ``linear1`` feeds ``activati
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch.fx as fx
@@ -40,13 +39,16 @@ from torch import nn
 
 from engine.layers import LayerKind, layer_kind_for
 from engine.observe.activations import (
+    INPLACE_FUNCTIONS,
     NORM_TYPES,
+    RECTIFIERS,
     ActivationStep,
     activation_from_function,
     activation_from_method,
     activation_from_module,
     activation_from_value,
 )
+from engine.observe.tracing import Scope, TracedModel, trace_model
 
 __all__ = ["Observation", "layer_kind_for", "plan_observations"]
 
@@ -60,6 +62,7 @@ class Observation:
     replay: tuple[ActivationStep, ...] = ()
     chain: tuple[str, ...] = ()
     bounds: tuple[float, float] | None = None
+    rectified: bool = False
     fallback: str | None = None
 
     @property
@@ -73,6 +76,7 @@ class Observation:
             "chain": list(self.chain),
             "replayed": [s.name for s in self.replay],
             "bounds": list(self.bounds) if self.bounds else None,
+            "rectified": self.rectified,
             "fallback": self.fallback,
         }
 
@@ -85,59 +89,13 @@ class _Step:
     is_norm: bool = False
 
 
-@dataclass
-class _Scope:
-    graph_module: fx.GraphModule
-    prefix: str
-    calls: Counter = field(default_factory=Counter)
-
-    def qualify(self, target: str) -> str:
-        return f"{self.prefix}.{target}" if self.prefix else target
-
-
-class _Tracer(fx.Tracer):
-    """Keeps tracked layers opaque and traces through any module that contains one."""
-
-    def __init__(self, tracked: set[str]) -> None:
-        super().__init__()
-        self.tracked = tracked
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if qualname in self.tracked:
-            return True
-        prefix = qualname + "."
-        if any(name.startswith(prefix) for name in self.tracked):
-            return False
-        return super().is_leaf_module(m, qualname)
-
-
-def _trace_scopes(
-    root: nn.Module, prefix: str, tracked: set[str], out: list[_Scope], failures: dict[str, str]
-) -> None:
-    inside = {n for n in tracked if n != prefix and (not prefix or n.startswith(prefix + "."))}
-    if not inside:
-        return
-    relative = {n[len(prefix) + 1 :] if prefix else n for n in inside}
-    try:
-        graph = _Tracer(relative).trace(root)
-    except Exception as exc:  # any tracing failure: fall back to the children, one by one
-        first_line = (str(exc).strip().splitlines() or [""])[0][:160]
-        failures[prefix] = f"{type(exc).__name__}: {first_line}"
-        for name, child in root.named_children():
-            _trace_scopes(child, f"{prefix}.{name}" if prefix else name, tracked, out, failures)
-        return
-    gm = fx.GraphModule(root, graph)
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    out.append(_Scope(gm, prefix, calls))
-
-
-def _classify(user: fx.Node, scope: _Scope) -> _Step | None:
+def _classify(user: fx.Node, scope: Scope, traced: TracedModel) -> _Step | None:
     extra = [a for a in (*user.args[1:], *user.kwargs.values()) if isinstance(a, fx.Node)]
     if extra:
         return None  # a second tensor input: residual add, concatenation, gating…
     if user.op == "call_module":
         module = scope.graph_module.get_submodule(user.target)
-        hook = scope.qualify(user.target) if scope.calls[user.target] == 1 else None
+        hook = scope.qualify(user.target) if traced.call_count(module) == 1 else None
         label = f"{scope.qualify(user.target)}:{type(module).__name__.lower()}"
         if isinstance(module, NORM_TYPES):
             return _Step(label, hook, None, is_norm=True)
@@ -152,17 +110,41 @@ def _classify(user: fx.Node, scope: _Scope) -> _Step | None:
     return None
 
 
-def _chain_from(node: fx.Node, scope: _Scope) -> list[_Step]:
+def _is_inplace_statement(node: fx.Node, source: fx.Node, scope: Scope) -> bool:
+    """``h.relu_()`` / ``F.relu(h, inplace=True)`` / an in-place module, result unused."""
+    if node.users or not node.args or node.args[0] is not source:
+        return False
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    if node.op == "call_function":
+        return node.kwargs.get("inplace") is True or node.target in INPLACE_FUNCTIONS
+    if node.op == "call_module":
+        return bool(getattr(scope.graph_module.get_submodule(node.target), "inplace", False))
+    return False
+
+
+def _chain_from(node: fx.Node, scope: Scope, traced: TracedModel) -> list[_Step]:
     steps: list[_Step] = []
     cur = node
-    while len(cur.users) == 1:
-        user = next(iter(cur.users))
+    while cur.users:
+        users = list(cur.users)  # in graph order
+        while len(users) > 1 and _is_inplace_statement(users[0], cur, scope):
+            step = _classify(users[0], scope, traced)  # mutates cur for every later user
+            if step is None or step.activation is None:
+                return steps
+            steps.append(step)
+            users = users[1:]
+        if len(users) != 1:
+            break
+        user = users[0]
         if not user.args or user.args[0] is not cur:
             break
-        step = _classify(user, scope)
+        step = _classify(user, scope, traced)
         if step is None or (step.hook is None and step.activation is None):
             break  # unknown op, or a shared/functional norm that cannot be observed
         steps.append(step)
+        if _is_inplace_statement(user, cur, scope):
+            break  # applied in place as the last use: nothing reads it afterwards
         cur = user
     return steps
 
@@ -174,26 +156,32 @@ def _observation_from_steps(name: str, steps: list[_Step], fallback: str | None)
             hook_at = k
     replay = tuple(s.activation for s in steps[hook_at + 1 :] if s.activation is not None)
     last = steps[-1] if steps else None
-    bounds = last.activation.bounds if last is not None and last.activation is not None else None
+    final = last.activation if last is not None else None
     return Observation(
         layer=name,
         hook_module=steps[hook_at].hook if hook_at >= 0 else name,
         replay=replay,
         chain=tuple(s.label for s in steps),
-        bounds=bounds,
+        bounds=final.bounds if final is not None else None,
+        rectified=final is not None and final.name in RECTIFIERS,
         fallback=fallback,
     )
 
 
-def _observe_in_scope(name: str, kind: LayerKind, scope: _Scope) -> Observation | None:
-    target = name[len(scope.prefix) + 1 :] if scope.prefix else name
+def _observe_in_scope(
+    name: str, kind: LayerKind, scope: Scope, traced: TracedModel
+) -> Observation | None:
+    target = scope.relative(name)
+    if target is None:
+        return None
     nodes = [
         n for n in scope.graph_module.graph.nodes if n.op == "call_module" and n.target == target
     ]
     if not nodes:
         return None
-    if len(nodes) > 1:
-        return Observation(name, name, fallback=f"called {len(nodes)} times (shared weights)")
+    calls = traced.call_count(scope.graph_module.get_submodule(target))
+    if calls > 1:
+        return Observation(name, name, fallback=f"called {calls} times (shared weights)")
     start = nodes[0]
     if kind.returns_tuple:
         firsts = [
@@ -202,7 +190,7 @@ def _observe_in_scope(name: str, kind: LayerKind, scope: _Scope) -> Observation 
         if len(firsts) != 1:
             return Observation(name, name)
         start = firsts[0]
-    return _observation_from_steps(name, _chain_from(start, scope), None)
+    return _observation_from_steps(name, _chain_from(start, scope, traced), None)
 
 
 # Containers whose forward cannot be traced but whose wiring is known:
@@ -243,19 +231,17 @@ def _untraced_reason(name: str, failures: dict[str, str]) -> str:
 
 def plan_observations(model: nn.Module, tracked: dict[str, LayerKind]) -> dict[str, Observation]:
     """Choose the observation point of every tracked layer (see the module docstring)."""
-    scopes: list[_Scope] = []
-    failures: dict[str, str] = {}
-    _trace_scopes(model, "", set(tracked), scopes, failures)
+    traced = trace_model(model, set(tracked))
     plans: dict[str, Observation] = {}
     for name, kind in tracked.items():
         obs = None
-        for scope in scopes:
-            obs = _observe_in_scope(name, kind, scope)
+        for scope in traced.scopes:
+            obs = _observe_in_scope(name, kind, scope, traced)
             if obs is not None:
                 break
         if obs is None:
             obs = _hinted(name, model) or Observation(
-                name, name, fallback=_untraced_reason(name, failures)
+                name, name, fallback=_untraced_reason(name, traced.failures)
             )
         plans[name] = obs
     return plans

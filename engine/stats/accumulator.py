@@ -115,7 +115,8 @@ class NeuronAccumulator:
         rows = torch.stack(self._pending).to(torch.float64)  # (K, rows, N)
         counts = self._pending_n
         total_n = sum(counts)
-        w = torch.tensor(counts, dtype=torch.float64, device=rows.device)[:, None]
+        # Counts are host ints; an asynchronous copy keeps the flush free of device syncs.
+        w = torch.tensor(counts, dtype=torch.float64).to(rows.device, non_blocking=True)[:, None]
         means = rows[:, _MEAN]
         mean_d = (w * means).sum(0) / total_n
         dev = means - mean_d

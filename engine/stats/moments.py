@@ -106,7 +106,7 @@ class Moments:
         return self._per_sample(self.saturated)
 
     @property
-    def dead(self) -> torch.Tensor:
+    def never_fired(self) -> torch.Tensor:
         """True for units that never exceeded the firing threshold (requires ``n > 0``)."""
         return (self.fire == 0) & (self.n > 0)
 
