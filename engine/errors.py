@@ -57,3 +57,11 @@ class LayoutMismatchError(SnapshotError):
 
 class HistoryError(EngineError, ValueError):
     """A training-history file is malformed or a requested neuron has no history."""
+
+
+class PlanError(EngineError, ValueError):
+    """A plan file or plan object is malformed (names the file, the field and the bad value)."""
+
+
+class FingerprintMismatchError(PlanError):
+    """A plan was made for a different model layout than the one it is checked against."""
