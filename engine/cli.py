@@ -3,6 +3,8 @@
 Commands report bad input with exit code 2 and one message naming the problem (no traceback).
 
     neuron-engine inspect outputs/quickstart/stats
+    neuron-engine plan outputs/quickstart/stats --config policies/default.yaml -o plan.json
+    neuron-engine inspect plan.json
     neuron-engine report outputs/quickstart/stats --top 5 --threshold 0.95 -o report.txt
 
 >>> build_parser().parse_args(["inspect", "outputs/quickstart/stats"]).command
@@ -21,11 +23,43 @@ from engine.errors import EngineError
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.plan import Plan
     from engine.report import layer_summary_report
     from engine.snapshot import StatsSnapshot
 
+    if Path(args.path).is_file():  # a plan (ours or SelfModifyingSLM's)
+        print(Plan.load(args.path).summary())
+        return 0
     snapshot = StatsSnapshot.load(args.path)
     print(layer_summary_report(snapshot))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from engine.plan import Plan
+    from engine.snapshot import StatsSnapshot
+    from policies import propose_actions, resolve_config
+
+    snapshot = StatsSnapshot.load(args.stats)
+    config = resolve_config(args.config)
+    layout = snapshot.planning_layout()
+    notes = []
+    if snapshot.model_layout is None:
+        notes.append(
+            "no model layout was saved with the statistics (engine.snapshot(with_layout=True)): "
+            "consumer weights are unknown and the last tracked layer is treated as the output"
+        )
+    actions = propose_actions(snapshot, layout, config)
+    plan = Plan.create(
+        actions, layout, policies=config.describe(), samples_seen=snapshot.samples_seen,
+        notes=notes,
+    )  # fmt: skip
+    if args.output is None:
+        print(plan.dumps())
+    else:
+        plan.save(args.output)
+        print(plan.summary())
+        print(f"plan written to {args.output}")
     return 0
 
 
@@ -63,9 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("inspect", help="print the layer summary of a saved statistics snapshot")
-    p.add_argument("path", help="snapshot folder (summary.json + stats.safetensors)")
+    p = sub.add_parser(
+        "inspect", help="summarise a statistics snapshot (a folder) or a plan (a JSON file)"
+    )
+    p.add_argument("path", help="snapshot folder, or plan.json (also SelfModifyingSLM's format)")
     p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("plan", help="run policies on a saved statistics snapshot: a JSON plan")
+    p.add_argument("stats", help="snapshot folder (summary.json + stats.safetensors)")
+    p.add_argument("--config", help="policy YAML (default: policies/default.yaml)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the plan here (atomically)")
+    p.set_defaults(func=_cmd_plan)
     p = sub.add_parser(
         "report",
         help="full text report of a snapshot: layers, dead units, activity ranking, redundancy",
@@ -96,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (EngineError, OSError) as exc:
         message = str(exc)
-    except UnicodeDecodeError as exc:  # StatsSnapshot.load reads a binary summary.json as text
-        message = f"{Path(args.path) / 'summary.json'}: not UTF-8 text ({exc.reason})"
+    except UnicodeDecodeError as exc:  # a binary file where text was expected
+        where = getattr(args, "path", None) or getattr(args, "stats", "input")
+        message = f"{where}: not UTF-8 text ({exc.reason})"
     one_line = " ".join(message.splitlines())
     print(f"neuron-engine {args.command}: error: {one_line}", file=sys.stderr)
     return 2

@@ -19,12 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine import proposal
 from engine.errors import ConfigurationError, LayoutMismatchError, TrackingStateError
 from engine.history import EpochRecord, TrainingHistory
 from engine.layers import LayerKind
+from engine.layout import ModelLayout
 from engine.neurons import NeuronRegistry
 from engine.observe import HookSet, Observation, make_observer, plan_observations
 from engine.observe import fastpath as _fastpath
+from engine.plan import Plan
 from engine.selection import Selector, check_selector, discover_layers, matches
 from engine.snapshot import LayerSnapshot, StatsSnapshot, layout_fingerprint
 from engine.stats import NeuronAccumulator
@@ -113,6 +116,7 @@ class NeuronEngine:
             )
             self.layers[name] = TrackedLayer(name, module, kind, observations[name], acc)
         self.history = TrainingHistory()
+        self.example_inputs: tuple[Any, ...] | None = None
         self._hooks = HookSet()
 
     # --- tracking -------------------------------------------------------------------------
@@ -125,6 +129,9 @@ class NeuronEngine:
         if self.is_tracking:
             raise TrackingStateError("tracking is already on; call stop() first")
         try:
+            if self.example_inputs is None:
+                self._capture = self.model.register_forward_pre_hook(self._capture_inputs)
+                self._hooks.add(self._capture)
             for layer in self.layers.values():
                 target = self.model.get_submodule(layer.observation.hook_module)
                 hook = make_observer(layer.kind, layer.observation, layer.accumulator, target)
@@ -133,6 +140,12 @@ class NeuronEngine:
             self._hooks.remove()
             raise
         _fastpath.acquire()
+
+    def _capture_inputs(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Keep a few samples of the first tracked batch: the probe for layout and surgery."""
+        if self.example_inputs is None:
+            self.example_inputs = proposal.first_samples(args)
+        self._capture.remove()  # one batch is enough (removing here is safe: torch iterates a copy)
 
     def stop(self) -> None:
         """Remove every hook the engine attached. Statistics are kept."""
@@ -175,14 +188,44 @@ class NeuronEngine:
             bounds=layer.observation.bounds,
         )
 
-    def snapshot(self, **metadata: Any) -> StatsSnapshot:
-        """Everything tracked so far, as plain data (save, merge, feed to policies and reports)."""
+    def snapshot(self, *, with_layout: bool = False, **metadata: Any) -> StatsSnapshot:
+        """Everything tracked so far, as plain data (save, merge, feed to policies and reports).
+
+        ``with_layout=True`` adds the model layout (consumer weights, output layers), so the
+        saved snapshot is all ``python -m engine plan`` needs.
+        """
         return StatsSnapshot(
             layers={name: self.layer_stats(name) for name in self.layers},
             firing_threshold=self.firing_threshold,
             saturation_tolerance=self.saturation_tolerance,
             metadata=dict(metadata),
+            model_layout=self.model_layout() if with_layout else None,
         )
+
+    def model_layout(self, example_inputs: Any = None) -> ModelLayout:
+        """What policies need to know about the model besides statistics (see engine.layout).
+
+        Built with Torch-Pruning's dependency graph on ``example_inputs`` (by default a few
+        samples of the first tracked batch); tracking hooks are paused meanwhile.
+        """
+        return proposal.model_layout(self, example_inputs)
+
+    def propose(self, config: Any = None, *, example_inputs: Any = None) -> Plan:
+        """Run policies on the current statistics and return a plan.
+
+        ``config``: a YAML path, a mapping, a ``policies.PolicyConfig`` or a list of policy
+        objects; None uses ``policies/default.yaml``.
+
+        >>> import torch, torch.nn as nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> engine = NeuronEngine(model)
+        >>> with engine.tracking():
+        ...     _ = model(torch.randn(128, 4))
+        >>> plan = engine.propose({"policies": [{"name": "dead"}]})
+        >>> plan.metadata.fingerprint == engine.fingerprint()
+        True
+        """
+        return proposal.propose(self, config, example_inputs)
 
     def load_snapshot(self, snapshot: StatsSnapshot) -> None:
         """Replace the running statistics with ``snapshot``'s (same layout required)."""

@@ -183,6 +183,7 @@ class StatsSnapshot:
     saturation_tolerance: float = 0.02
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     metadata: dict[str, Any] = field(default_factory=dict)
+    model_layout: Any = None  # engine.layout.ModelLayout, saved beside the statistics if set
 
     @property
     def layout(self) -> list[tuple[str, int]]:
@@ -229,6 +230,15 @@ class StatsSnapshot:
         merged = {name: layer.merge(other.layers[name]) for name, layer in self.layers.items()}
         return replace(self, layers=merged, created=datetime.now(timezone.utc).isoformat())
 
+    def planning_layout(self):
+        """The saved model layout, or a conservative one built from the layer sizes alone."""
+        if self.model_layout is not None:
+            return self.model_layout
+        from engine.layout_io import layout_from_snapshot_sizes
+
+        ids = {name: layer.neuron_ids for name, layer in self.layers.items()}
+        return layout_from_snapshot_sizes(self.layout, ids)
+
     # --- persistence ----------------------------------------------------------------------
     def _record(self) -> dict[str, Any]:
         from engine import __version__
@@ -271,6 +281,10 @@ class StatsSnapshot:
         digest = hashlib.sha256(json.dumps(record["layers"], sort_keys=True).encode()).hexdigest()
         atomic_write_bytes(directory / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
         atomic_write_json(directory / SUMMARY_FILE, record)
+        if self.model_layout is not None:
+            from engine.layout_io import save_layout
+
+            save_layout(self.model_layout, directory)
         return directory
 
     @classmethod
@@ -298,12 +312,15 @@ class StatsSnapshot:
         layers: dict[str, LayerSnapshot] = {}
         for rec in record.layers:
             layers[rec.name] = _layer_from_arrays(rec, tensors, arrays_path)
+        from engine.layout_io import load_layout
+
         return cls(
             layers=layers,
             firing_threshold=record.firing_threshold,
             saturation_tolerance=record.saturation_tolerance,
             created=record.created,
             metadata=record.metadata,
+            model_layout=load_layout(directory),
         )
 
 
