@@ -113,6 +113,7 @@ class NeuronEngine:
                 max_correlation_units=max_correlation_units,
                 flush_every=flush_every,
                 name=name,
+                nonnegative=observations[name].nonnegative,
             )
             self.layers[name] = TrackedLayer(name, module, kind, observations[name], acc)
         self.history = TrainingHistory()

@@ -52,6 +52,20 @@ def to_samples(x: torch.Tensor, kind: LayerKind) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
+def unit_view(x: torch.Tensor, kind: LayerKind) -> torch.Tensor:
+    """A view for the accumulator: ``(S, N)`` when units are last, ``(B, N, L)`` for a
+    contiguous map with units in the middle (conv ``(B, C, H, W)`` → ``(B, C, H·W)``, no copy)."""
+    axis = kind.unit_axis(x)
+    if axis == x.dim() - 1:
+        return x.reshape(-1, x.shape[-1])
+    if x.is_contiguous() and x.numel() > 0:
+        lead = 1
+        for size in x.shape[:axis]:
+            lead *= size
+        return x.view(lead, x.shape[axis], -1)
+    return x.movedim(axis, -1).reshape(-1, x.shape[axis])  # free for channels_last
+
+
 def _detach_from(module: nn.Module, hook: Callable[..., None]) -> None:
     for key, value in list(module._forward_hooks.items()):
         if value is hook:
@@ -82,10 +96,11 @@ def make_observer(
         x = select(output).detach()
         for fn in replay:
             x = fn(x)
-        samples = to_samples(x, kind)
-        if samples.shape[-1] != units:  # shape metadata only: no device sync
+        samples = unit_view(x, kind)
+        seen = samples.shape[1]
+        if seen != units:  # shape metadata only: no device sync
             raise TrackingStateError(
-                f"layer {observation.layer!r}: observed {samples.shape[-1]} units at "
+                f"layer {observation.layer!r}: observed {seen} units at "
                 f"{observation.hook_module!r}, expected {units}; was the model changed "
                 f"without the engine (surgery must go through engine.apply)?"
             )

@@ -63,6 +63,7 @@ class Observation:
     chain: tuple[str, ...] = ()
     bounds: tuple[float, float] | None = None
     rectified: bool = False
+    nonnegative: bool = False
     fallback: str | None = None
 
     @property
@@ -164,6 +165,7 @@ def _observation_from_steps(name: str, steps: list[_Step], fallback: str | None)
         chain=tuple(s.label for s in steps),
         bounds=final.bounds if final is not None else None,
         rectified=final is not None and final.name in RECTIFIERS,
+        nonnegative=final is not None and final.name in ("relu", "relu6"),
         fallback=fallback,
     )
 

@@ -29,7 +29,7 @@ from engine.errors import CorrelationLimitError
 from engine.stats.comoments import CoMoments, merge_comoments
 from engine.stats.moments import Moments, merge_moments, saturation_mask
 
-_MEAN, _VAR, _MIN, _MAX, _ABS, _FIRE, _SAT = range(7)
+_SUM, _M2, _MIN, _MAX, _ABS, _FIRE, _SAT = range(7)
 
 
 class NeuronAccumulator:
@@ -46,6 +46,7 @@ class NeuronAccumulator:
         max_correlation_units: int = 4096,
         flush_every: int = 64,
         name: str = "layer",
+        nonnegative: bool = False,
     ) -> None:
         if correlation and num_units > max_correlation_units:
             mib = num_units * num_units * 8 / 2**20
@@ -61,6 +62,8 @@ class NeuronAccumulator:
         self.saturation_tolerance = float(saturation_tolerance)
         self.correlation = correlation
         self.flush_every = max(1, int(flush_every))
+        # Observations known to be ≥ 0 (behind ReLU/ReLU6) with threshold 0 take a cheaper path.
+        self.nonnegative = bool(nonnegative) and self.firing_threshold == 0.0
         self.name = name
         self._total: Moments | None = None
         self._window: Moments | None = None
@@ -75,35 +78,54 @@ class NeuronAccumulator:
 
     # --- hot path -------------------------------------------------------------------------
     def update(self, x: torch.Tensor) -> None:
-        """Add a ``(samples, N)`` batch of observations. No host sync."""
+        """Add observations: ``(samples, N)``, or ``(B, N, L)`` with the units in the middle
+        (a conv map viewed as ``(B, C, H·W)``, reduced without a transposing copy).
+
+        No host sync. One scratch buffer is reused for the centred values, |x| and the firing
+        test; sums are two-pass around the batch mean (robust, and faster than ``var_mean``).
+        """
         x = x.detach()
         if x.dtype != torch.float32:
             x = x.float()
-        n = x.shape[0]
+        middle = x.dim() == 3
+        n = x.shape[0] * x.shape[2] if middle else x.shape[0]
         if n == 0:
             return
         if self._shift is None:
             total = self._total
-            self._shift = x[0].clone() if total is None or total.n == 0 else total.mean.float()
-        d = x - self._shift
-        var, mean_d = torch.var_mean(d, dim=0, correction=0)
-        lo, hi = torch.aminmax(x, dim=0)
-        rows = [
-            mean_d,
-            var,
-            lo,
-            hi,
-            torch.linalg.vector_norm(x, ord=1, dim=0),
-            torch.sum(x > self.firing_threshold, dim=0, dtype=torch.float32),
-        ]
+            first = x[0, :, 0] if middle else x[0]
+            self._shift = first.clone() if total is None or total.n == 0 else total.mean.float()
+
+        def per_unit(t: torch.Tensor, op=torch.sum) -> torch.Tensor:
+            return op(op(t, 2), 0) if middle else op(t, 0)
+
+        def spread(v: torch.Tensor) -> torch.Tensor:
+            return v[:, None] if middle else v
+
+        scratch = x - spread(self._shift)
+        sum_d = per_unit(scratch)
+        scratch.sub_(spread(sum_d), alpha=1.0 / n)  # centred on the batch mean
+        if self.correlation:
+            cross = (
+                torch.tensordot(scratch, scratch, dims=([0, 2], [0, 2]))
+                if middle
+                else scratch.T @ scratch
+            )
+            self._cross = cross if self._cross is None else self._cross + cross
+        m2 = per_unit(scratch.square_())
+        if self.nonnegative:  # behind a ReLU: |x| = x (Σ|x| = Σd + n·shift, formed in float64
+            abs_sum = sum_d  # at flush) and x > 0 ⇔ sign(x) = 1
+            fire = per_unit(torch.sign(x, out=scratch))
+        else:
+            abs_sum = per_unit(torch.abs(x, out=scratch))
+            above = torch.sub(x, self.firing_threshold, out=scratch)
+            fire = per_unit(above.clamp_(min=0).sign_())
+        rows = [sum_d, m2, per_unit(x, torch.amin), per_unit(x, torch.amax), abs_sum, fire]
         sat = saturation_mask(x, self.bounds, self.saturation_tolerance)
         if sat is not None:
-            rows.append(torch.sum(sat, dim=0, dtype=torch.float32))
+            rows.append(torch.sum(sat, dim=(0, 2) if middle else 0, dtype=torch.float32))
         self._pending.append(torch.stack(rows))
         self._pending_n.append(n)
-        if self.correlation:
-            dc = d - mean_d
-            self._cross = dc.T @ dc if self._cross is None else torch.addmm(self._cross, dc.T, dc)
         if len(self._pending) >= self.flush_every:
             self.flush()
 
@@ -117,17 +139,19 @@ class NeuronAccumulator:
         total_n = sum(counts)
         # Counts are host ints; an asynchronous copy keeps the flush free of device syncs.
         w = torch.tensor(counts, dtype=torch.float64).to(rows.device, non_blocking=True)[:, None]
-        means = rows[:, _MEAN]
-        mean_d = (w * means).sum(0) / total_n
+        means = rows[:, _SUM] / w
+        mean_d = rows[:, _SUM].sum(0) / total_n
         dev = means - mean_d
         shift = self._shift.to(torch.float64)
         block = Moments(
             n=total_n,
             mean=shift + mean_d,
-            m2=(w * rows[:, _VAR]).sum(0) + (w * dev.square()).sum(0),
+            m2=rows[:, _M2].sum(0) + (w * dev.square()).sum(0),
             minimum=rows[:, _MIN].amin(0),
             maximum=rows[:, _MAX].amax(0),
-            abs_sum=rows[:, _ABS].sum(0),
+            abs_sum=(
+                rows[:, _SUM].sum(0) + total_n * shift if self.nonnegative else rows[:, _ABS].sum(0)
+            ),
             fire=rows[:, _FIRE].sum(0),
             saturated=rows[:, _SAT].sum(0) if rows.shape[1] > _SAT else torch.zeros_like(mean_d),
         )

@@ -46,7 +46,9 @@ def _close(actual, expected, rtol, atol, what):
     assert np.all(err <= bound), f"{what}: max excess {np.max(err - bound)}\n{actual}\n{expected}"
 
 
-def _assert_matches(total: Moments, cm: CoMoments, x: np.ndarray, threshold: float = 0.0):
+def _assert_matches(
+    total: Moments, cm: CoMoments, x: np.ndarray, threshold: float = 0.0, abs_like_mean=False
+):
     ref = two_pass(x, threshold)
     spread = np.abs(x - ref["mean"]).max(0) + 1e-30
     magnitude = np.abs(x).max(0)
@@ -59,7 +61,10 @@ def _assert_matches(total: Moments, cm: CoMoments, x: np.ndarray, threshold: flo
     np.testing.assert_array_equal(total.minimum.numpy(), ref["min"])
     np.testing.assert_array_equal(total.maximum.numpy(), ref["max"])
     np.testing.assert_array_equal(total.fire.numpy(), ref["fire"])
-    _close(total.abs_sum, ref["abs_sum"], 2e-6, 1e-30, "abs_sum")
+    if abs_like_mean:  # derived from the sum: the mean's absolute resolution, times n
+        _close(total.abs_sum, ref["abs_sum"], 0, ref["n"] * (1e-6 * magnitude + 1e-30), "abs_sum")
+    else:
+        _close(total.abs_sum, ref["abs_sum"], 2e-6, 1e-30, "abs_sum")
     scale = np.sqrt(np.outer(ref["variance"], ref["variance"])) * ref["n"]
     c_floor = 1e-9 * np.outer(spread, spread) + 10 * np.finfo(np.float32).tiny * ref["n"]
     _close(cm.c, ref["comoment"], 0, 3e-5 * scale + c_floor, "C")
@@ -161,3 +166,27 @@ def test_correlation_bound_names_the_layer(bad_units):
 
     with pytest.raises(CorrelationLimitError, match=r"layer 'wide' has 5000 units.*4096"):
         NeuronAccumulator(bad_units, correlation=True, name="wide")
+
+
+@given(data_and_splits(max_rows=24, max_units=4), st.integers(1, 5), st.integers(1, 3))
+def test_units_in_the_middle_view_matches_the_flat_reference(case, positions, flush_every):
+    """Conv maps are fed as (B, C, L) views; the statistics equal those of the (B·L, C) rows."""
+    x, cuts = case
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((x.shape[0], x.shape[1], positions)).astype(np.float32)
+    maps = (x[:, :, None] + noise * np.float32(0.1)).astype(np.float32)  # (B, C, L)
+    acc = NeuronAccumulator(x.shape[1], correlation=True, flush_every=flush_every)
+    for chunk in np.split(maps, cuts):
+        acc.update(torch.from_numpy(np.ascontiguousarray(chunk)))
+    flat = maps.transpose(0, 2, 1).reshape(-1, x.shape[1])
+    _assert_matches(acc.total(), acc.comoments(), flat)
+
+
+@given(data_and_splits(), st.integers(1, 4))
+def test_nonnegative_fast_path_matches_the_reference(case, flush_every):
+    """Behind a ReLU the engine derives Σ|x| from the sum and counts firing by sign."""
+    x, cuts = case
+    x = np.maximum(x, np.float32(0))
+    acc = _feed(x, cuts, flush_every, nonnegative=True)
+    assert acc.nonnegative
+    _assert_matches(acc.total(), acc.comoments(), x, abs_like_mean=True)
