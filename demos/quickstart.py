@@ -9,6 +9,8 @@ Writes, under the output folder:
 * ``stats/``       the statistics snapshot (``neuron-engine inspect``/``report`` read it)
 * ``history.json`` per-epoch per-neuron mean/variance/firing rate with loss and accuracy
 * ``report.txt``   the full text report: layers, dead units, activity ranking, redundancy
+* ``plan.json``    what the default policies (``policies/default.yaml``) would change, as a
+                   versioned plan (``neuron-engine inspect plan.json`` prints its summary)
 """
 
 from __future__ import annotations
@@ -107,18 +109,26 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     out: Path = args.out
-    snapshot = engine.snapshot(demo="quickstart", epochs=epochs, test_accuracy=round(test_acc, 4))
+    snapshot = engine.snapshot(
+        with_layout=True, demo="quickstart", epochs=epochs, test_accuracy=round(test_acc, 4)
+    )
     stats = snapshot.save(out / "stats")
     history = engine.history.save(out / "history.json")
     report = save_report(out / "report.txt", full_report(snapshot, top=10, threshold=0.9))
+    plan = engine.propose()  # policies/default.yaml
+    plan_path = plan.save(out / "plan.json")
 
     print()
     print(layer_summary_report(snapshot))
     print()
+    print(plan.summary())
+    print()
     print(f"snapshot: {stats}")
     print(f"history:  {history}")
     print(f"report:   {report}")
+    print(f"plan:     {plan_path}")
     print(f"next:     python -m engine report {stats} --top 5")
+    print(f"          python -m engine plan {stats} --config policies/default.yaml")
     return 0
 
 

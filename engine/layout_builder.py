@@ -78,8 +78,7 @@ the engine's tracking hooks so that the example batch does not enter the statist
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,10 +89,11 @@ from torch_pruning import ops as tp_ops
 
 from engine.errors import ConfigurationError
 from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
+from engine.layout_params import is_depthwise, params_per_index, self_overlap
+from engine.layout_trace import ForwardFn, trace_graph
 
 __all__ = ["build_layout"]
 
-ForwardFn = Callable[[nn.Module, Any], Any]
 
 _PRUNE_ONLY = frozenset({"prune"})
 _NOTHING: frozenset[str] = frozenset()
@@ -133,7 +133,7 @@ def build_layout(
     tracked = {name: named[name] for name in layers}
     total_params = sum(p.numel() for p in model.parameters())
 
-    graph, input_fns, output_fns = _trace(model, example_inputs, forward_fn)
+    graph, input_fns, output_fns = trace_graph(model, example_inputs, forward_fn)
     ctx = _Context(
         graph=graph,
         names={m: n for n, m in named.items()},
@@ -146,103 +146,6 @@ def build_layout(
         for name, ids in layers.items():
             out[name] = _layer_layout(ctx, name, tracked[name], list(ids))
     return ModelLayout(layers=out, total_params=total_params)
-
-
-# --- tracing -------------------------------------------------------------------------------
-def _trace(
-    model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None
-) -> tuple[tp.DependencyGraph, set[Any], set[Any]]:
-    """Build the DepGraph; restore modes, ``requires_grad`` and stray hooks in ``finally``.
-
-    Floating-point inputs are replaced by clones that require grad, so the trace has a node
-    for each model input (a group that reaches one is tied to the input width). Every
-    parameter requires grad during the trace so that frozen layers still appear in it.
-    """
-    if torch.is_inference_mode_enabled():
-        raise ConfigurationError(
-            "build_layout traces the autograd graph: call it outside torch.inference_mode()"
-        )
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    hook_keys = [(m, set(m._forward_hooks)) for m in model.modules()]
-    outputs: list[Any] = []
-    input_fns: set[Any] = set()
-
-    def run(mdl: nn.Module, inputs: Any) -> Any:
-        if forward_fn is not None:
-            result = forward_fn(mdl, inputs)
-        elif isinstance(inputs, Mapping):
-            result = mdl(**inputs)
-        elif isinstance(inputs, (tuple, list)):
-            result = mdl(*inputs)
-        else:
-            result = mdl(inputs)
-        outputs.append(result)
-        return result
-
-    def keep_traceable(result: Any) -> list[torch.Tensor]:
-        found = [t for t in _tensors(result) if t.grad_fn is not None]
-        if not found:
-            raise ConfigurationError(
-                f"build_layout: no output of {type(model).__name__} depends on a parameter; "
-                f"cannot trace its dependency graph"
-            )
-        return found
-
-    try:
-        with torch.enable_grad():
-            for p, _ in flags:
-                if p.is_floating_point() or p.is_complex():
-                    p.requires_grad_(True)
-            inputs = _grad_inputs(example_inputs, input_fns)
-            graph = tp.DependencyGraph().build_dependency(
-                model,
-                example_inputs=inputs,
-                forward_fn=run,
-                output_transform=keep_traceable,
-                verbose=False,
-            )
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, keys in hook_keys:  # Torch-Pruning leaves its hooks behind when forward raises
-            for key in [k for k in m._forward_hooks if k not in keys]:
-                del m._forward_hooks[key]
-                m._forward_hooks_with_kwargs.pop(key, None)
-                m._forward_hooks_always_called.pop(key, None)
-    output_fns = {t.grad_fn for t in _tensors(outputs)}
-    return graph, input_fns, output_fns
-
-
-def _grad_inputs(obj: Any, input_fns: set[Any]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        if not (obj.is_floating_point() or obj.is_complex()):
-            return obj
-        x = obj.detach().requires_grad_(True).clone()  # non-leaf: in-place ops stay legal
-        input_fns.add(x.grad_fn)
-        return x
-    if isinstance(obj, Mapping):
-        return {k: _grad_inputs(v, input_fns) for k, v in obj.items()}
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*(_grad_inputs(v, input_fns) for v in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_grad_inputs(v, input_fns) for v in obj)
-    return obj
-
-
-def _tensors(obj: Any) -> Iterable[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, Mapping):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (tuple, list)):
-        for v in obj:
-            yield from _tensors(v)
-    elif isinstance(obj, nn.utils.rnn.PackedSequence):
-        yield obj.data
 
 
 # --- one layer -----------------------------------------------------------------------------
@@ -303,7 +206,7 @@ def _layer_layout(ctx: _Context, name: str, module: nn.Module, ids: list[int]) -
     members = [_classify(ctx.graph, item) for item in group]
     for member in members:
         _visit(ctx, module, member, units, facts)
-    overlap = _self_overlap(members, units)
+    overlap = self_overlap(members, units)
     if overlap is not None:  # a Linear/Conv reads and writes the same units (h + f(h))
         facts.supports &= _PRUNE_ONLY
         facts.params -= overlap
@@ -320,7 +223,7 @@ def _own_supports(module: nn.Module) -> frozenset[str]:
     if isinstance(module, nn.MultiheadAttention):
         return _PRUNE_ONLY
     if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
-        return _PRUNE_ONLY if _is_depthwise(module) else _NOTHING
+        return _PRUNE_ONLY if is_depthwise(module) else _NOTHING
     return ALL_KINDS
 
 
@@ -336,7 +239,7 @@ def _classify(graph: tp.DependencyGraph, item: Any) -> _Member:
 
 def _visit(ctx: _Context, root: nn.Module, m: _Member, units: int, facts: _Facts) -> None:
     module, node = m.module, m.node
-    facts.params += len(m.idxs) * _params_per_index(ctx.graph, module, m) / units
+    facts.params += len(m.idxs) * params_per_index(ctx.graph, module, m) / units
     consumes = m.is_in and isinstance(
         module, (*_WEIGHTED_CONSUMERS, nn.MultiheadAttention, nn.LSTM)
     )
@@ -355,7 +258,7 @@ def _visit(ctx: _Context, root: nn.Module, m: _Member, units: int, facts: _Facts
     elif isinstance(module, nn.GroupNorm) and 1 < module.num_groups < module.num_channels:
         facts.supports &= _PRUNE_ONLY
     elif isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
-        facts.supports &= _PRUNE_ONLY if _is_depthwise(module) else _NOTHING
+        facts.supports &= _PRUNE_ONLY if is_depthwise(module) else _NOTHING
     name = ctx.names.get(module)
     if module is not root and m.is_out and module in ctx.tracked:
         facts.coupled.append(ctx.tracked[module])
@@ -376,10 +279,6 @@ def _visit(ctx: _Context, root: nn.Module, m: _Member, units: int, facts: _Facts
                     else ctx.tracked.get(module),
                 )
             )
-
-
-def _is_depthwise(conv: nn.modules.conv._ConvNd) -> bool:
-    return conv.groups == conv.out_channels and conv.out_channels > 1
 
 
 # --- consumer weights ----------------------------------------------------------------------
@@ -430,97 +329,3 @@ def _consumer_weight(
             mask[u, : len(c)] = 1.0
         dst.mul_(mask.reshape(units, *([1] * (dst.dim() - 2)), per_unit))
     return dst.reshape(units, -1).T, per_unit
-
-
-# --- parameter counting --------------------------------------------------------------------
-def _params_per_index(graph: tp.DependencyGraph, module: Any, m: _Member) -> int:
-    """Parameters removed from ``module`` when one index of its pruned axis goes."""
-    if isinstance(module, nn.Parameter):
-        dim = m.node.pruning_dim
-        return module.numel() // max(1, module.shape[dim])
-    if not isinstance(module, nn.Module) or not any(True for _ in module.parameters()):
-        return 0
-    if isinstance(module, nn.Linear):
-        if m.is_out:
-            return module.in_features + (module.bias is not None)
-        return module.out_features
-    if isinstance(module, nn.modules.conv._ConvNd):
-        bias = int(module.bias is not None)
-        if _is_depthwise(module):
-            return module.weight.numel() // module.out_channels + bias
-        if m.is_out:
-            return module.weight.numel() // module.out_channels + bias
-        return module.weight.numel() // module.in_channels
-    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
-        return 2 if module.affine else 0
-    if isinstance(module, nn.GroupNorm):
-        return 2 if module.affine else 0
-    if isinstance(module, nn.LayerNorm):
-        return sum(p.numel() // p.shape[-1] for p in (module.weight, module.bias) if p is not None)
-    if isinstance(module, nn.PReLU):
-        return 1 if module.num_parameters > 1 else 0
-    if isinstance(module, nn.Embedding):
-        return module.num_embeddings
-    if isinstance(module, nn.MultiheadAttention):
-        return _mha_params_per_index(module)
-    if isinstance(module, nn.LSTM) and m.is_in and not m.is_out:
-        gates = 4 * (module.proj_size or module.hidden_size)
-        return gates * (2 if module.bidirectional else 1)
-    return _simulated_params_per_index(graph, module, m)
-
-
-def _mha_params_per_index(mha: nn.MultiheadAttention) -> int:
-    """Torch-Pruning removes one embed dim from q, k, v, the in-projection and out_proj."""
-    e = mha.embed_dim
-    n = 0
-    if mha.in_proj_weight is not None:
-        n += 3 * e * e - 3 * (e - 1) * (e - 1)  # 3 rows and one column
-    for w in (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight):
-        if w is not None:
-            n += w.shape[1]  # one row each
-    if mha.in_proj_bias is not None:
-        n += 3
-    n += sum(1 for b in (mha.bias_k, mha.bias_v) if b is not None)
-    out = mha.out_proj
-    n += out.weight.numel() - (out.out_features - 1) * (out.in_features - 1)
-    n += int(out.bias is not None)
-    return n
-
-
-def _simulated_params_per_index(graph: tp.DependencyGraph, module: nn.Module, m: _Member) -> int:
-    """Any other prunable module (a registered custom pruner): prune one index of a copy."""
-    pruner = graph.get_pruner_of_module(module)
-    if pruner is None or not m.idxs:
-        return 0
-    before = sum(p.numel() for p in module.parameters())
-    twin = copy.deepcopy(module)
-    try:
-        pruner.pruning_dim = m.node.pruning_dim
-        (pruner.prune_out_channels if m.is_out else pruner.prune_in_channels)(twin, [m.idxs[0]])
-    except Exception:
-        return 0
-    return before - sum(p.numel() for p in twin.parameters())
-
-
-def _self_overlap(members: list[_Member], units: int) -> float | None:
-    """Entries counted twice per unit by Linear/Conv layers pruned on both axes in the group.
-
-    ``None`` when no such layer exists. A weight whose rows and columns both shrink loses the
-    entries where a unit's rows meet its own columns once, not twice.
-    """
-    by_module: dict[int, list[_Member]] = {}
-    for m in members:
-        if isinstance(m.module, _WEIGHTED_CONSUMERS) and not (
-            isinstance(m.module, nn.modules.conv._ConvNd) and _is_depthwise(m.module)
-        ):
-            by_module.setdefault(id(m.module), []).append(m)
-    total: float | None = None
-    for ms in by_module.values():
-        ins = [m for m in ms if m.is_in and not m.is_out]
-        outs = [m for m in ms if m.is_out and not m.is_in]
-        if ins and outs:
-            w = ms[0].module.weight
-            per_entry = w.numel() // (w.shape[0] * w.shape[1])
-            rows, cols = len(outs[0].idxs) / units, len(ins[0].idxs) / units
-            total = (total or 0.0) + rows * cols * per_entry
-    return total

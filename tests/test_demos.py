@@ -26,7 +26,9 @@ class Demo:
 
 DEMOS = [
     Demo(
-        "demos/quickstart.py", outputs=("stats", "history.json", "report.txt"), needs=("sklearn",)
+        "demos/quickstart.py",
+        outputs=("stats", "history.json", "report.txt", "plan.json"),
+        needs=("sklearn",),
     ),
 ]
 
