@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
-from engine.snapshot import StatsSnapshot
+from engine.snapshot import LayerSnapshot, StatsSnapshot
 from policies.guards import Guard
 
 
@@ -49,6 +49,28 @@ class Policy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
+
+
+class PerLayerPolicy(Policy):
+    """A policy that looks at one layer at a time: ``propose_layer`` is called for each layer
+    of the layout that has at least ``settings.min_samples`` observations."""
+
+    def propose(
+        self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
+    ) -> list[Action]:
+        guard = guard or Guard(layout)
+        min_samples = getattr(self.settings, "min_samples", 1)
+        actions: list[Action] = []
+        for name, layer in snapshot.layers.items():
+            if name in layout.layers and layer.count >= min_samples:
+                actions += self.propose_layer(name, layer, layout, guard)
+        return actions
+
+    @abstractmethod
+    def propose_layer(
+        self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
+    ) -> list[Action]:
+        """Actions for one layer."""
 
 
 POLICIES: dict[str, type[Policy]] = {}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from engine.plan.actions import PruneAction
 from engine.snapshot import LayerSnapshot
 
 
@@ -22,5 +23,20 @@ def ids(layer: LayerSnapshot, local_indices: Sequence[int]) -> list[int]:
     return [layer.neuron_ids[i] for i in local_indices]
 
 
-def enough_samples(layer: LayerSnapshot, min_samples: int) -> bool:
-    return layer.count >= min_samples
+def prune_units(
+    name: str, layer: LayerSnapshot, idx: list[int], reason: str, policy: str, **evidence
+) -> PruneAction:
+    """A prune action whose units are replaced by their mean (folded into the consumer bias)."""
+    sel = torch.tensor(idx)
+    return PruneAction(
+        layer=name,
+        local_indices=idx,
+        neuron_ids=ids(layer, idx),
+        constant_values=floats(layer.mean[sel], 9),
+        reason=reason,
+        policy=policy,
+        evidence={
+            "count": layer.count,
+            **{key: floats(value[sel]) for key, value in evidence.items()},
+        },
+    )

@@ -15,10 +15,10 @@ import torch
 from pydantic import Field
 
 from engine.layout import ModelLayout
-from engine.plan.actions import Action, PruneAction
-from engine.snapshot import StatsSnapshot
-from policies.base import Policy, PolicySettings, register_policy
-from policies.common import enough_samples, floats, ids
+from engine.plan.actions import Action
+from engine.snapshot import LayerSnapshot
+from policies.base import PerLayerPolicy, PolicySettings, register_policy
+from policies.common import prune_units
 from policies.guards import Guard
 
 
@@ -29,43 +29,33 @@ class DeadSettings(PolicySettings):
 
 
 @register_policy
-class DeadUnitPolicy(Policy):
+class DeadUnitPolicy(PerLayerPolicy):
     name = "dead"
     Settings = DeadSettings
 
-    def propose(
-        self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
+    def propose_layer(
+        self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
     ) -> list[Action]:
         s = self.settings
-        guard = guard or Guard(layout)
+        spread = layer.maximum - layer.minimum
+        constant = spread <= s.constant_tolerance * layer.mean.abs().clamp_min(1.0)
+        dead = (layer.firing_rate <= s.firing_threshold) if layer.rectified else constant
         actions: list[Action] = []
-        for name, layer in snapshot.layers.items():
-            if name not in layout.layers or not enough_samples(layer, s.min_samples):
-                continue
-            spread = layer.maximum - layer.minimum
-            constant = spread <= s.constant_tolerance * layer.mean.abs().clamp_min(1.0)
-            dead = (layer.firing_rate <= s.firing_threshold) if layer.rectified else constant
-            for reason, mask in (("dead", dead), ("constant", constant & ~dead)):
-                idx = guard.free(name, torch.nonzero(mask).flatten().tolist())
-                idx = idx[: guard.removable(name, "prune")]
-                if not idx:
-                    continue
+        for reason, mask in (("dead", dead), ("constant", constant & ~dead)):
+            idx = guard.free(name, torch.nonzero(mask).flatten().tolist())
+            idx = idx[: guard.removable(name, "prune")]
+            if idx:
                 guard.claim(name, idx, removes=len(idx))
-                sel = torch.tensor(idx)
                 actions.append(
-                    PruneAction(
-                        layer=name,
-                        local_indices=idx,
-                        neuron_ids=ids(layer, idx),
-                        constant_values=floats(layer.mean[sel], 9),
-                        reason=reason,
-                        policy=self.name,
-                        evidence={
-                            "count": layer.count,
-                            "firing_rate": floats(layer.firing_rate[sel]),
-                            "variance": floats(layer.variance[sel], 9),
-                            "mean": floats(layer.mean[sel]),
-                        },
+                    prune_units(
+                        name,
+                        layer,
+                        idx,
+                        reason,
+                        self.name,
+                        firing_rate=layer.firing_rate,
+                        variance=layer.variance,
+                        mean=layer.mean,
                     )
                 )
         return actions

@@ -17,10 +17,10 @@ import torch
 from pydantic import Field
 
 from engine.layout import ModelLayout
-from engine.plan.actions import Action, PruneAction
-from engine.snapshot import StatsSnapshot
-from policies.base import Policy, PolicySettings, register_policy
-from policies.common import enough_samples, floats, ids
+from engine.plan.actions import Action
+from engine.snapshot import LayerSnapshot
+from policies.base import PerLayerPolicy, PolicySettings, register_policy
+from policies.common import prune_units
 from policies.guards import Guard
 
 
@@ -32,49 +32,31 @@ class LowActivitySettings(PolicySettings):
 
 
 @register_policy
-class LowActivityPolicy(Policy):
+class LowActivityPolicy(PerLayerPolicy):
     name = "low_activity"
     Settings = LowActivitySettings
 
-    def propose(
-        self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
+    def propose_layer(
+        self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
     ) -> list[Action]:
         s = self.settings
-        guard = guard or Guard(layout)
-        actions: list[Action] = []
-        for name, layer in snapshot.layers.items():
-            if name not in layout.layers or not enough_samples(layer, s.min_samples):
-                continue
-            typical = layer.mean_abs.mean()
-            if not torch.isfinite(typical) or typical <= 0:
-                continue
-            score = layer.mean_abs / typical
-            mask = score <= s.dormancy_threshold
-            if s.max_firing_rate is not None:
-                mask &= layer.firing_rate <= s.max_firing_rate
-            order = torch.argsort(score[mask], stable=True)
-            candidates = torch.nonzero(mask).flatten()[order].tolist()
-            cap = min(guard.removable(name, "prune"), math.floor(s.max_fraction * layer.num_units))
-            idx = guard.free(name, candidates)[:cap]
-            if not idx:
-                continue
-            guard.claim(name, idx, removes=len(idx))
-            sel = torch.tensor(idx)
-            actions.append(
-                PruneAction(
-                    layer=name,
-                    local_indices=idx,
-                    neuron_ids=ids(layer, idx),
-                    constant_values=floats(layer.mean[sel], 9),
-                    reason="low_activity",
-                    policy=self.name,
-                    evidence={
-                        "count": layer.count,
-                        "dormancy_score": floats(score[sel]),
-                        "mean_abs": floats(layer.mean_abs[sel]),
-                        "firing_rate": floats(layer.firing_rate[sel]),
-                        "layer_mean_abs": floats([typical])[0],
-                    },
-                )
-            )
-        return actions
+        typical = layer.mean_abs.mean()
+        if not torch.isfinite(typical) or typical <= 0:
+            return []
+        score = layer.mean_abs / typical
+        mask = score <= s.dormancy_threshold
+        if s.max_firing_rate is not None:
+            mask &= layer.firing_rate <= s.max_firing_rate
+        order = torch.argsort(score[mask], stable=True)
+        candidates = torch.nonzero(mask).flatten()[order].tolist()
+        cap = min(guard.removable(name, "prune"), math.floor(s.max_fraction * layer.num_units))
+        idx = guard.free(name, candidates)[:cap]
+        if not idx:
+            return []
+        guard.claim(name, idx, removes=len(idx))
+        action = prune_units(
+            name, layer, idx, "low_activity", self.name, dormancy_score=score,
+            mean_abs=layer.mean_abs, firing_rate=layer.firing_rate,
+        )  # fmt: skip
+        action.evidence["layer_mean_abs"] = round(float(typical), 6)
+        return [action]

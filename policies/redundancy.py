@@ -20,9 +20,8 @@ from pydantic import Field
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action, MergeAction
-from engine.snapshot import LayerSnapshot, StatsSnapshot
-from policies.base import Policy, PolicySettings, register_policy
-from policies.common import enough_samples
+from engine.snapshot import LayerSnapshot
+from policies.base import PerLayerPolicy, PolicySettings, register_policy
 from policies.guards import Guard
 
 
@@ -52,25 +51,15 @@ def candidate_pairs(
 
 
 @register_policy
-class RedundancyPolicy(Policy):
+class RedundancyPolicy(PerLayerPolicy):
     name = "redundancy"
     Settings = RedundancySettings
 
-    def propose(
-        self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
-    ) -> list[Action]:
-        guard = guard or Guard(layout)
-        actions: list[Action] = []
-        for name, layer in snapshot.layers.items():
-            if name in layout.layers and layer.comoments is not None:
-                actions += self._layer(name, layer, layout, guard)
-        return actions
-
-    def _layer(
+    def propose_layer(
         self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
     ) -> list[Action]:
         s = self.settings
-        if not enough_samples(layer, s.min_samples) or guard.removable(name, "merge") == 0:
+        if layer.comoments is None or guard.removable(name, "merge") == 0:
             return []
         cap = s.max_candidates_per_unit * layer.num_units
         pairs, rho = candidate_pairs(layer, s.threshold, s.allow_negative, cap)

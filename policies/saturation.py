@@ -19,9 +19,9 @@ from pydantic import Field
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action, ExpandAction, InitMethod
-from engine.snapshot import StatsSnapshot
-from policies.base import Policy, PolicySettings, register_policy
-from policies.common import enough_samples, floats
+from engine.snapshot import LayerSnapshot
+from policies.base import PerLayerPolicy, PolicySettings, register_policy
+from policies.common import floats
 from policies.guards import Guard
 
 
@@ -38,55 +38,47 @@ class SaturationSettings(PolicySettings):
 
 
 @register_policy
-class SaturationPolicy(Policy):
+class SaturationPolicy(PerLayerPolicy):
     name = "saturation"
     Settings = SaturationSettings
 
-    def propose(
-        self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
+    def propose_layer(
+        self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
     ) -> list[Action]:
         s = self.settings
-        guard = guard or Guard(layout)
-        actions: list[Action] = []
-        for name, layer in snapshot.layers.items():
-            if name not in layout.layers or not enough_samples(layer, s.min_samples):
-                continue
-            if guard.why_frozen(name, "expand") is not None or layout.layers[name].is_output:
-                continue
-            busy = float((layer.firing_rate >= s.unit_firing_rate).double().mean())
-            saturation = float(layer.saturation.mean()) if layer.bounds is not None else None
-            saturated = saturation is not None and saturation >= s.saturation_threshold
-            if busy < s.layer_fraction and not saturated:
-                continue
-            width = layer.num_units
-            cap = (
-                s.max_width if s.max_width is not None else math.floor(width * s.max_growth_factor)
+        if guard.why_frozen(name, "expand") is not None or layout.layers[name].is_output:
+            return []
+        busy = float((layer.firing_rate >= s.unit_firing_rate).double().mean())
+        saturation = float(layer.saturation.mean()) if layer.bounds is not None else None
+        saturated = saturation is not None and saturation >= s.saturation_threshold
+        if busy < s.layer_fraction and not saturated:
+            return []
+        width = layer.num_units
+        cap = s.max_width or math.floor(width * s.max_growth_factor)
+        count = min(max(1, math.ceil(s.growth_fraction * width)), cap - width)
+        if count <= 0:
+            return []
+        sources = source_ids = None
+        if s.init == "net2net":
+            ranked = torch.argsort(layer.mean_abs, descending=True, stable=True).tolist()
+            sources = [ranked[k % width] for k in range(count)]
+            source_ids = [layer.neuron_ids[i] for i in sources]
+        return [
+            ExpandAction(
+                layer=name,
+                count=count,
+                init=s.init,
+                source_indices=sources,
+                source_ids=source_ids,
+                noise=s.noise,
+                reason="saturated" if saturated else "high_firing",
+                policy=self.name,
+                evidence={
+                    "count": layer.count,
+                    "width": width,
+                    "fraction_of_units_firing": round(busy, 6),
+                    "mean_firing_rate": floats([layer.firing_rate.mean()])[0],
+                    "mean_saturation": None if saturation is None else round(saturation, 6),
+                },
             )
-            count = min(max(1, math.ceil(s.growth_fraction * width)), cap - width)
-            if count <= 0:
-                continue
-            sources = ids_ = None
-            if s.init == "net2net":
-                ranked = torch.argsort(layer.mean_abs, descending=True, stable=True).tolist()
-                sources = [ranked[k % width] for k in range(count)]
-                ids_ = [layer.neuron_ids[i] for i in sources]
-            actions.append(
-                ExpandAction(
-                    layer=name,
-                    count=count,
-                    init=s.init,
-                    source_indices=sources,
-                    source_ids=ids_,
-                    noise=s.noise,
-                    reason="saturated" if saturated else "high_firing",
-                    policy=self.name,
-                    evidence={
-                        "count": layer.count,
-                        "width": width,
-                        "fraction_of_units_firing": round(busy, 6),
-                        "mean_firing_rate": floats([layer.firing_rate.mean()])[0],
-                        "mean_saturation": None if saturation is None else round(saturation, 6),
-                    },
-                )
-            )
-        return actions
+        ]
