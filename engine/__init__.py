@@ -17,45 +17,75 @@ from engine.errors import (
     ConfigurationError,
     CorrelationLimitError,
     EngineError,
+    FingerprintMismatchError,
     HistoryError,
     LayerNotFoundError,
     LayoutMismatchError,
     NeuronNotFoundError,
+    PlanError,
+    PlanValidationError,
     SnapshotError,
     TrackingStateError,
 )
 from engine.history import EpochRecord, TrainingHistory
 from engine.layers import LayerKind, layer_kind_for, register_layer_kind
+from engine.layout import ConsumerSlice, LayerLayout, ModelLayout
+from engine.layout_builder import build_layout
 from engine.neurons import NeuronRegistry
 from engine.observe import Observation
+from engine.plan import (
+    ExpandAction,
+    FoldAction,
+    MergeAction,
+    Plan,
+    PruneAction,
+    validate_plan,
+    validation_problems,
+)
+from engine.preview import preview_plan
 from engine.snapshot import LayerSnapshot, StatsSnapshot
 from engine.stats import CoMoments, Moments, NeuronAccumulator, merge_comoments, merge_moments
 
 __all__ = [
     "CoMoments",
     "ConfigurationError",
+    "ConsumerSlice",
     "CorrelationLimitError",
     "EngineError",
     "EpochRecord",
+    "ExpandAction",
+    "FingerprintMismatchError",
+    "FoldAction",
     "HistoryError",
     "LayerKind",
+    "LayerLayout",
     "LayerNotFoundError",
     "LayerSnapshot",
     "LayoutMismatchError",
+    "MergeAction",
+    "ModelLayout",
     "Moments",
     "NeuronAccumulator",
     "NeuronEngine",
     "NeuronNotFoundError",
     "NeuronRegistry",
     "Observation",
+    "Plan",
+    "PlanError",
+    "PlanValidationError",
+    "PruneAction",
     "SnapshotError",
     "StatsSnapshot",
     "TrackedLayer",
     "TrackingStateError",
     "TrainingHistory",
     "__version__",
+    "build_layout",
     "layer_kind_for",
     "merge_comoments",
     "merge_moments",
+    "preview_plan",
     "register_layer_kind",
+    "validate_plan",
+    "validation_problems",
 ]

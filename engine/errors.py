@@ -65,3 +65,14 @@ class PlanError(EngineError, ValueError):
 
 class FingerprintMismatchError(PlanError):
     """A plan was made for a different model layout than the one it is checked against."""
+
+
+class PlanValidationError(PlanError):
+    """A plan does not fit the model it is checked against; ``problems`` lists every reason,
+    each naming the action (``prune[0]``, ``merge[2]``…) and its layer."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(self.problems[:6])
+        more = f"; … and {len(self.problems) - 6} more" if len(self.problems) > 6 else ""
+        super().__init__(f"plan rejected ({len(self.problems)} problems): {shown}{more}")

@@ -27,6 +27,7 @@ from engine.plan.plan import (
     PolicyRecord,
 )
 from engine.plan.summary import plan_summary
+from engine.plan.validate import validate_plan, validation_problems
 
 __all__ = [
     "FORMAT",
@@ -46,4 +47,6 @@ __all__ = [
     "convert_selfmodifying_slm",
     "looks_like_selfmodifying_slm",
     "plan_summary",
+    "validate_plan",
+    "validation_problems",
 ]
