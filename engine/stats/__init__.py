@@ -3,6 +3,7 @@
 from engine.stats.accumulator import NeuronAccumulator
 from engine.stats.comoments import CoMoments, merge_comoments
 from engine.stats.moments import Moments, merge_moments, saturation_mask
+from engine.stats.remap import remap_accumulator, remap_comoments, remap_moments
 
 __all__ = [
     "CoMoments",
@@ -10,5 +11,8 @@ __all__ = [
     "NeuronAccumulator",
     "merge_comoments",
     "merge_moments",
+    "remap_accumulator",
+    "remap_comoments",
+    "remap_moments",
     "saturation_mask",
 ]

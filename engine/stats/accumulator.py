@@ -61,6 +61,7 @@ class NeuronAccumulator:
         self.bounds = bounds
         self.saturation_tolerance = float(saturation_tolerance)
         self.correlation = correlation
+        self.max_correlation_units = int(max_correlation_units)  # re-checked after growth
         self.flush_every = max(1, int(flush_every))
         # Observations known to be ≥ 0 (behind ReLU/ReLU6) with threshold 0 take a cheaper path.
         self.nonnegative = bool(nonnegative) and self.firing_threshold == 0.0
@@ -94,7 +95,11 @@ class NeuronAccumulator:
         if self._shift is None:
             total = self._total
             first = x[0, :, 0] if middle else x[0]
-            self._shift = first.clone() if total is None or total.n == 0 else total.mean.float()
+            if total is None or total.n == 0:
+                self._shift = first.clone()
+            else:  # units grown by surgery have no history (NaN): centre them on this batch
+                running = total.mean.float()
+                self._shift = torch.where(running.isfinite(), running, first)
 
         def per_unit(t: torch.Tensor, op=torch.sum) -> torch.Tensor:
             return op(op(t, 2), 0) if middle else op(t, 0)
