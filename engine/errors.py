@@ -76,3 +76,13 @@ class PlanValidationError(PlanError):
         shown = "; ".join(self.problems[:6])
         more = f"; … and {len(self.problems) - 6} more" if len(self.problems) > 6 else ""
         super().__init__(f"plan rejected ({len(self.problems)} problems): {shown}{more}")
+
+
+class SurgeryError(EngineError):
+    """Base of the errors raised while carrying out a plan on a live model."""
+
+
+class OptimizerRemapError(SurgeryError, ValueError):
+    """A parameter change is inconsistent (shapes, dims, indices) or cannot be applied to the
+    optimizer's state; the message names the parameter's shape, the dim and the state entry.
+    Raised before anything is modified."""
