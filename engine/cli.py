@@ -133,13 +133,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from pydantic import ValidationError
+    from torch.linalg import LinAlgError
+
+    where = getattr(args, "path", None) or getattr(args, "stats", None) or "input"
+    # Bad input reaches these as ordinary exceptions; anything else is a bug and keeps its
+    # traceback (no bare ``except Exception``).
     try:
         return int(args.func(args))
     except (EngineError, OSError) as exc:
         message = str(exc)
     except UnicodeDecodeError as exc:  # a binary file where text was expected
-        where = getattr(args, "path", None) or getattr(args, "stats", "input")
         message = f"{where}: not UTF-8 text ({exc.reason})"
+    except ValidationError as exc:  # values the input led to that a model refuses
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        message = f"{where}: invalid {exc.title}: {loc + ': ' if loc else ''}{err['msg']}{more}"
+    except LinAlgError as exc:
+        message = f"{where}: numerical failure on these statistics ({exc})"
+    except RecursionError:
+        message = f"{where}: input nested too deeply"
+    except (OverflowError, ValueError) as exc:
+        message = f"{where}: {type(exc).__name__}: {exc}"
     one_line = " ".join(message.splitlines())
     print(f"neuron-engine {args.command}: error: {one_line}", file=sys.stderr)
     return 2

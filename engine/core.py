@@ -117,7 +117,8 @@ class NeuronEngine:
             )
             self.layers[name] = TrackedLayer(name, module, kind, observations[name], acc)
         self.history = TrainingHistory()
-        self.example_inputs: tuple[Any, ...] | None = None
+        self.example_inputs: tuple[Any, ...] | None = None  # positional args of the probe
+        self.example_kwargs: dict[str, Any] = {}  # its keyword arguments
         self._hooks = HookSet()
 
     # --- tracking -------------------------------------------------------------------------
@@ -131,7 +132,9 @@ class NeuronEngine:
             raise TrackingStateError("tracking is already on; call stop() first")
         try:
             if self.example_inputs is None:
-                self._capture = self.model.register_forward_pre_hook(self._capture_inputs)
+                self._capture = self.model.register_forward_pre_hook(
+                    self._capture_inputs, with_kwargs=True
+                )
                 self._hooks.add(self._capture)
             for layer in self.layers.values():
                 target = self.model.get_submodule(layer.observation.hook_module)
@@ -142,10 +145,14 @@ class NeuronEngine:
             raise
         _fastpath.acquire()
 
-    def _capture_inputs(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        """Keep a few samples of the first tracked batch: the probe for layout and surgery."""
+    def _capture_inputs(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Keep a few samples of the first tracked batch (positional and keyword arguments):
+        the probe for layout and surgery."""
         if self.example_inputs is None:
             self.example_inputs = proposal.first_samples(args)
+            self.example_kwargs = proposal.first_kwarg_samples(kwargs)
         self._capture.remove()  # one batch is enough (removing here is safe: torch iterates a copy)
 
     def stop(self) -> None:
@@ -234,6 +241,27 @@ class NeuronEngine:
             raise LayoutMismatchError(
                 f"snapshot layout {snapshot.layout} does not match the tracked layout {self.layout}"
             )
+        for setting in ("firing_threshold", "saturation_tolerance"):
+            theirs, ours = getattr(snapshot, setting), getattr(self, setting)
+            if theirs != ours:
+                raise LayoutMismatchError(
+                    f"the snapshot was recorded with {setting}={theirs} and this engine uses "
+                    f"{setting}={ours}: its counts cannot be continued; create the engine with "
+                    f"{setting}={theirs}"
+                )
+        for name, layer in snapshot.layers.items():
+            if layer.neuron_ids != self.neurons.ids(name):
+                raise LayoutMismatchError(
+                    f"layer {name!r}: the snapshot's neuron IDs differ from this engine's (a "
+                    f"snapshot from before or after surgery?)"
+                )
+            has, wants = layer.comoments is not None, self.layers[name].accumulator.correlation
+            if has != wants:
+                raise LayoutMismatchError(
+                    f"layer {name!r}: the snapshot has "
+                    f"{'correlation state' if has else 'no correlation state'} but this engine "
+                    f"tracks it {'without' if has else 'with'} correlation"
+                )
         for name, layer in snapshot.layers.items():
             self.layers[name].accumulator.load(layer.moments, layer.comoments)
 

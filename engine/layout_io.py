@@ -1,7 +1,7 @@
 """Save and load a ``ModelLayout`` next to a statistics snapshot (JSON + safetensors).
 
 >>> import tempfile, torch
->>> from engine.layout import ConsumerSlice, LayerLayout, ModelLayout
+>>> from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
 >>> fc = LayerLayout("fc", "Linear", 2, [0, 1], params_per_unit=5,
 ...                  consumers=[ConsumerSlice("out", "Linear", torch.ones(3, 2))])
 >>> d = save_layout(ModelLayout({"fc": fc}, 20), tempfile.mkdtemp())
@@ -23,7 +23,7 @@ from safetensors.torch import save as st_save
 
 from engine.errors import SnapshotError
 from engine.io import atomic_write_bytes, atomic_write_json
-from engine.layout import ConsumerSlice, LayerLayout, ModelLayout
+from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
 
 LAYOUT_FILE = "layout.json"
 WEIGHTS_FILE = "layout.safetensors"
@@ -95,8 +95,14 @@ def save_layout(layout: ModelLayout, directory: str | Path) -> Path:
     return directory
 
 
-def load_layout(directory: str | Path) -> ModelLayout | None:
-    """The layout saved in ``directory``, or None when there is none."""
+def load_layout(
+    directory: str | Path, expected: dict[str, list[int]] | None = None
+) -> ModelLayout | None:
+    """The layout saved in ``directory``, or None when there is none.
+
+    With ``expected`` (layer name → neuron IDs of the statistics it is saved with), a layout of
+    other layers, sizes or neuron IDs is refused: it describes another model.
+    """
     directory = Path(directory)
     path = directory / LAYOUT_FILE
     if not path.is_file():
@@ -112,6 +118,9 @@ def load_layout(directory: str | Path) -> ModelLayout | None:
         raise SnapshotError(f"{path}: field {where!r}: {err['msg']}") from None
     except (OSError, SafetensorError) as exc:
         raise SnapshotError(f"{directory / WEIGHTS_FILE}: unreadable ({exc})") from None
+    _check_records(record, path)
+    if expected is not None:
+        _check_matches(record, expected, path)
     layers = {}
     for rec in record.layers:
         consumers = []
@@ -130,6 +139,50 @@ def load_layout(directory: str | Path) -> ModelLayout | None:
             frozenset(rec.supports), rec.params_per_unit, consumers,
         )  # fmt: skip
     return ModelLayout(layers, record.total_params)
+
+
+def _check_records(record: _Layout, path: Path) -> None:
+    names = [rec.name for rec in record.layers]
+    if len(set(names)) != len(names):
+        raise SnapshotError(f"{path}: a layer is listed twice ({names})")
+    for rec in record.layers:
+        if len(rec.neuron_ids) != rec.units:
+            raise SnapshotError(
+                f"{path}: layer {rec.name!r} has {rec.units} units but "
+                f"{len(rec.neuron_ids)} neuron IDs"
+            )
+        unknown = set(rec.supports) - ALL_KINDS
+        if unknown:
+            raise SnapshotError(
+                f"{path}: layer {rec.name!r} supports unknown action kinds {sorted(unknown)} "
+                f"(known: {sorted(ALL_KINDS)})"
+            )
+        for c in rec.consumers:
+            if c.tracked_layer is not None and c.tracked_layer not in names:
+                raise SnapshotError(
+                    f"{path}: consumer {c.module!r} of layer {rec.name!r} names tracked layer "
+                    f"{c.tracked_layer!r}, which is not in the layout"
+                )
+
+
+def _check_matches(record: _Layout, expected: dict[str, list[int]], path: Path) -> None:
+    saved = {rec.name: list(rec.neuron_ids) for rec in record.layers}
+    if set(saved) != set(expected):
+        raise SnapshotError(
+            f"{path}: the saved layout is of layers {sorted(saved)}, the statistics beside it "
+            f"of layers {sorted(expected)}; it belongs to another model (save again)"
+        )
+    for name, ids in expected.items():
+        if len(saved[name]) != len(ids):
+            raise SnapshotError(
+                f"{path}: layer {name!r} has {len(saved[name])} units in the saved layout and "
+                f"{len(ids)} in the statistics beside it; it belongs to another model"
+            )
+        if saved[name] != list(ids):
+            raise SnapshotError(
+                f"{path}: layer {name!r} has other neuron IDs in the saved layout than in the "
+                f"statistics beside it; it belongs to another model (or another surgery step)"
+            )
 
 
 def layout_from_snapshot_sizes(sizes: list[tuple[str, int]], ids: dict[str, list[int]]):

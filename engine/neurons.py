@@ -82,7 +82,11 @@ class NeuronRegistry:
             return self._where[int(neuron_id)]
         except KeyError:
             fate = self.lineage.get(int(neuron_id))
-            detail = f" (it was {fate['event']} from layer {fate['layer']!r})" if fate else ""
+            detail = ""
+            if fate and fate.get("event") == "merged" and fate.get("into") is not None:
+                detail = f" (it was merged into neuron {fate['into']} in layer {fate['layer']!r})"
+            elif fate:
+                detail = f" (it was {fate['event']} from layer {fate['layer']!r})"
             raise NeuronNotFoundError(
                 f"neuron {neuron_id} is not a live neuron{detail}; IDs run 0..{self._next_id - 1}"
             ) from None

@@ -21,15 +21,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.plan import Plan
 
 
+def _first(a: Any, limit: int) -> Any:
+    if not isinstance(a, torch.Tensor):
+        return a
+    a = a.detach()
+    # A 0-d or 1-d tensor may be one unbatched sample (``model(torch.randn(16))``): slicing it
+    # would cut its feature axis. Keep it whole.
+    return (a[:limit] if a.dim() >= 2 else a).clone()
+
+
 def first_samples(args: tuple[Any, ...], limit: int = 8) -> tuple[Any, ...]:
-    """Detached copies of the first ``limit`` samples of each tensor argument."""
-    out = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            a = a.detach()
-            a = (a[:limit] if a.dim() > 0 else a).clone()
-        out.append(a)
-    return tuple(out)
+    """Detached copies of the first ``limit`` samples of each batched tensor argument."""
+    return tuple(_first(a, limit) for a in args)
+
+
+def first_kwarg_samples(kwargs: dict[str, Any], limit: int = 8) -> dict[str, Any]:
+    """``first_samples`` for keyword arguments (``model(x=batch)``)."""
+    return {k: _first(v, limit) for k, v in kwargs.items()}
 
 
 @contextmanager
@@ -48,16 +56,27 @@ def hooks_paused(engine: NeuronEngine) -> Iterator[None]:
 def model_layout(engine: NeuronEngine, example_inputs: Any = None) -> ModelLayout:
     from engine.layout_builder import build_layout
 
-    inputs = example_inputs if example_inputs is not None else engine.example_inputs
+    kwargs: dict[str, Any] = {}
+    if example_inputs is not None:
+        inputs = example_inputs
+    else:
+        inputs, kwargs = engine.example_inputs, dict(engine.example_kwargs)
     if inputs is None:
         raise ConfigurationError(
             "the model layout needs example inputs: run one tracked forward first, or pass "
             "example_inputs=(batch,) to model_layout/propose"
         )
-    if isinstance(inputs, tuple) and len(inputs) == 1:
-        inputs = inputs[0]
     layers = {name: engine.neurons.ids(name) for name in engine.layers}
     with hooks_paused(engine):
+        if kwargs:  # the model was called with keyword arguments: call it the same way
+            return build_layout(
+                engine.model,
+                layers,
+                (tuple(inputs), kwargs),
+                forward_fn=lambda m, inp: m(*inp[0], **inp[1]),
+            )
+        if isinstance(inputs, tuple) and len(inputs) == 1:
+            inputs = inputs[0]
         return build_layout(engine.model, layers, inputs)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -156,6 +156,7 @@ class _LayerRecord(BaseModel):
     neuron_ids: list[NonNegativeInt]
     count: NonNegativeInt
     correlation: bool
+    co_count: NonNegativeInt | None = None  # co-moment samples; absent in older files: count
     bounds: tuple[float, float] | None = None
     observation: dict[str, Any] = {}
     summary: dict[str, Any] = {}
@@ -259,6 +260,7 @@ class StatsSnapshot:
                     neuron_ids=layer.neuron_ids,
                     count=layer.count,
                     correlation=layer.comoments is not None,
+                    co_count=None if layer.comoments is None else layer.comoments.n,
                     bounds=layer.bounds,
                     observation=layer.observation,
                     summary=layer.summary(),
@@ -278,13 +280,16 @@ class StatsSnapshot:
                 tensors[f"{name}/co_mean"] = layer.comoments.mean.cpu().contiguous()
                 tensors[f"{name}/co_matrix"] = layer.comoments.c.cpu().contiguous()
         record = self._record()
-        digest = hashlib.sha256(json.dumps(record["layers"], sort_keys=True).encode()).hexdigest()
+        digest = _layers_digest(record["layers"])
         atomic_write_bytes(directory / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
         atomic_write_json(directory / SUMMARY_FILE, record)
-        if self.model_layout is not None:
-            from engine.layout_io import save_layout
+        from engine.layout_io import LAYOUT_FILE, WEIGHTS_FILE, save_layout
 
+        if self.model_layout is not None:
             save_layout(self.model_layout, directory)
+        else:  # a layout left by an earlier save describes another model: never pick it up
+            for stale in (LAYOUT_FILE, WEIGHTS_FILE):
+                (directory / stale).unlink(missing_ok=True)
         return directory
 
     @classmethod
@@ -307,21 +312,34 @@ class StatsSnapshot:
             raise SnapshotError(f"{summary_path}: field {where!r}: {err['msg']}") from None
         try:
             tensors = st_load(arrays_path.read_bytes())
-        except (SafetensorError, ValueError) as exc:
+            with safe_open(str(arrays_path), framework="pt") as fh:
+                stored = (fh.metadata() or {}).get("layers")
+        except (SafetensorError, ValueError, OSError) as exc:
             raise SnapshotError(f"{arrays_path}: not a readable safetensors file ({exc})") from None
+        if stored is not None and stored != _layers_digest(raw["layers"]):
+            raise SnapshotError(
+                f"{arrays_path} and {summary_path} do not belong together: the arrays were saved "
+                f"with another summary (a partial copy or an interrupted save?)"
+            )
         layers: dict[str, LayerSnapshot] = {}
         for rec in record.layers:
             layers[rec.name] = _layer_from_arrays(rec, tensors, arrays_path)
         from engine.layout_io import load_layout
 
+        expected = {name: layer.neuron_ids for name, layer in layers.items()}
         return cls(
             layers=layers,
             firing_threshold=record.firing_threshold,
             saturation_tolerance=record.saturation_tolerance,
             created=record.created,
             metadata=record.metadata,
-            model_layout=load_layout(directory),
+            model_layout=load_layout(directory, expected=expected),
         )
+
+
+def _layers_digest(layers: list[dict[str, Any]]) -> str:
+    """The hash of the summary's layer records stored in the arrays file's metadata."""
+    return hashlib.sha256(json.dumps(layers, sort_keys=True).encode()).hexdigest()
 
 
 def _layer_from_arrays(
@@ -344,7 +362,8 @@ def _layer_from_arrays(
     moments = Moments.from_tensors(rec.count, {k: get(k, (units,)) for k in TENSOR_FIELDS})
     cm = None
     if rec.correlation:
-        cm = CoMoments(rec.count, get("co_mean", (units,)), get("co_matrix", (units, units)))
+        co_count = rec.count if rec.co_count is None else rec.co_count
+        cm = CoMoments(co_count, get("co_mean", (units,)), get("co_matrix", (units, units)))
     bounds = tuple(rec.bounds) if rec.bounds is not None else None
     return LayerSnapshot(
         rec.name, rec.module_type, list(rec.neuron_ids), moments, cm, rec.observation, bounds

@@ -22,7 +22,9 @@ from policies.guards import Guard
 
 
 class PolicySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/inf thresholds make every comparison false (or overflow sizes): refuse them. Strict:
+    # YAML ``yes``/``'4'`` is not a number, ``1`` is not a boolean (an int is fine as a float).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Policy(ABC):

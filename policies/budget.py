@@ -19,6 +19,7 @@ the consumer gets ``V_K += V_R·coefᵀ`` and ``c += V_R·(μ_R − coefᵀ·μ_
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 import torch
@@ -37,12 +38,18 @@ class BudgetSettings(PolicySettings):
     fractions: dict[str, float] | None = None
     target_params: int | None = Field(default=None, ge=1)
     layers: list[str] | None = Field(default=None, description="names or patterns; default all")
-    ridge: float = Field(default=1e-6, ge=0.0, description="relative to the mean unit variance")
+    ridge: float = Field(
+        default=1e-6, gt=0.0, description="relative to the mean unit variance; > 0 and finite"
+    )
     min_samples: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
     def _one_budget(self) -> BudgetSettings:
-        given = [k for k in ("remove_fraction", "fractions", "target_params") if getattr(self, k)]
+        given = [
+            k
+            for k in ("remove_fraction", "fractions", "target_params")
+            if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             raise ValueError(
                 "give exactly one of remove_fraction, fractions, target_params "
@@ -55,16 +62,18 @@ class BudgetSettings(PolicySettings):
 
 
 def greedy_removal(
-    cov: torch.Tensor, consumer: torch.Tensor, count: int
+    cov: torch.Tensor, consumer: torch.Tensor, count: int, fixed: Sequence[int] = ()
 ) -> tuple[list[int], torch.Tensor]:
     """Indices to remove (in order) so that the reconstruction loss stays smallest.
 
     ``cov`` is the ridge-regularised covariance (m×m, positive definite), ``consumer`` the
-    consumer weights (rows×m). Returns the removed indices and the loss increase of each step.
+    consumer weights (rows×m); ``fixed`` units are never removed. Returns the removed indices
+    and the loss increase of each step.
     """
     precision = torch.linalg.inv(cov)
     m = (consumer @ cov) @ precision  # W_K P
     alive = torch.ones(cov.shape[0], dtype=torch.bool)
+    alive[list(fixed)] = False  # never candidates (they stay in K)
     removed, steps = [], []
     for _ in range(count):
         delta = m.square().sum(0) / precision.diagonal()
@@ -119,7 +128,7 @@ class BudgetPolicy(Policy):
         s = self.settings
         if s.fractions is not None:
             return next(f for p, f in s.fractions.items() if name == p or fnmatchcase(name, p))
-        return float(s.remove_fraction or 0.0)
+        return float(s.remove_fraction if s.remove_fraction is not None else 0.0)
 
     def _counts(self, names: list[str], layout: ModelLayout, guard: Guard) -> dict[str, int]:
         def at(f_of) -> dict[str, int]:
@@ -132,6 +141,11 @@ class BudgetPolicy(Policy):
         target = self.settings.target_params
         if target is None:
             return at(self._fraction_of)
+        if layout.total_params <= 0:
+            raise ConfigurationError(
+                "target_params needs a model layout with parameter counts: plan from "
+                "engine.propose(...) or save the snapshot with engine.snapshot(with_layout=True)"
+            )
         lo, hi = 0.0, 1.0
         for _ in range(40):  # bisection on one common fraction
             mid = (lo + hi) / 2
@@ -154,20 +168,29 @@ class BudgetPolicy(Policy):
                 f"budget policy needs correlation state for layers {missing}: track them with "
                 f"NeuronEngine(model, correlation=True) (or list them in correlation=[...])"
             )
-        actions: list[Action] = []
-        for name, count in self._counts(names, layout, guard).items():
+        actions: list[FoldAction] = []
+        counts = self._counts(names, layout, guard)
+        for name, count in counts.items():
             layer = snapshot.layers[name]
             if count > 0 and layer.count >= self.settings.min_samples:
                 action = self._fold(name, layer, layout, guard, count)
                 if action is not None:
                     actions.append(action)
-        return actions
+        target = self.settings.target_params
+        if target is not None:  # say whether the budget was met (guards may stop short of it)
+            after = layout.params_after(dict(guard.removed))
+            note = {"target_params": target, "params_after": after, "reached": after <= target}
+            actions = [a.model_copy(update={"evidence": {**a.evidence, **note}}) for a in actions]
+        return list(actions)
 
     def _fold(
         self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard, count: int
     ) -> FoldAction | None:
         free = guard.free(name, range(layer.num_units))
-        if count >= len(free):
+        reserved = set(guard.reserved[name])  # net2net sources of earlier actions: kept
+        fixed = [k for k, i in enumerate(free) if i in reserved]
+        count = min(count, len(free) - len(fixed))
+        if count <= 0 or count >= len(free):
             return None
         idx = torch.tensor(free)
         cov = layer.comoments.covariance()[idx][:, idx]
@@ -176,7 +199,7 @@ class BudgetPolicy(Policy):
         scale = float(cov.diagonal().mean())
         ridge = self.settings.ridge * (scale if math.isfinite(scale) and scale > 0 else 1.0)
         regularised = cov + ridge * torch.eye(len(free), dtype=cov.dtype)
-        removed_local, _ = greedy_removal(regularised, consumer.to(cov.dtype), count)
+        removed_local, _ = greedy_removal(regularised, consumer.to(cov.dtype), count, fixed)
         gone = set(removed_local)
         keep_local = [i for i in range(len(free)) if i not in gone]
         remove_local = sorted(removed_local)

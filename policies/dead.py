@@ -23,7 +23,9 @@ from policies.guards import Guard
 
 
 class DeadSettings(PolicySettings):
-    firing_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    firing_threshold: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="< 1: every unit fires at most always"
+    )
     constant_tolerance: float = Field(default=1e-6, ge=0.0)
     min_samples: int = Field(default=100, ge=1)
 
@@ -42,7 +44,7 @@ class DeadUnitPolicy(PerLayerPolicy):
         dead = (layer.firing_rate <= s.firing_threshold) if layer.rectified else constant
         actions: list[Action] = []
         for reason, mask in (("dead", dead), ("constant", constant & ~dead)):
-            idx = guard.free(name, torch.nonzero(mask).flatten().tolist())
+            idx = guard.removable_units(name, torch.nonzero(mask).flatten().tolist())
             idx = idx[: guard.removable(name, "prune")]
             if idx:
                 guard.claim(name, idx, removes=len(idx))

@@ -24,7 +24,7 @@ from engine.layout import ModelLayout
 
 
 class GuardSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     min_width: int = Field(default=1, ge=1, description="never shrink a layer below this")
     min_keep_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -42,6 +42,9 @@ class Guard:
         self.settings = settings or GuardSettings()
         self.claimed: dict[str, set[int]] = {name: set() for name in layout.layers}
         self.removed: dict[str, int] = dict.fromkeys(layout.layers, 0)
+        # Units read by an earlier action (net2net sources): they must stay, but may still be
+        # kept (or be the surviving unit) by a later action.
+        self.reserved: dict[str, set[int]] = {name: set() for name in layout.layers}
 
     def is_protected(self, name: str) -> bool:
         return any(name == p or fnmatchcase(name, p) for p in self.settings.protected)
@@ -72,6 +75,15 @@ class Guard:
         """The indices not yet claimed by an earlier action of this plan."""
         taken = self.claimed[name]
         return [int(i) for i in local_indices if int(i) not in taken]
+
+    def removable_units(self, name: str, local_indices) -> list[int]:
+        """The indices a later action may remove: not claimed and not reserved as a source."""
+        taken = self.claimed[name] | self.reserved[name]
+        return [int(i) for i in local_indices if int(i) not in taken]
+
+    def reserve(self, name: str, local_indices) -> None:
+        """Mark units that an action reads (net2net sources): never removed by later actions."""
+        self.reserved[name].update(int(i) for i in local_indices)
 
     def claim(self, name: str, local_indices, removes: int) -> None:
         self.claimed[name].update(int(i) for i in local_indices)

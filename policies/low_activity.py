@@ -50,7 +50,7 @@ class LowActivityPolicy(PerLayerPolicy):
         order = torch.argsort(score[mask], stable=True)
         candidates = torch.nonzero(mask).flatten()[order].tolist()
         cap = min(guard.removable(name, "prune"), math.floor(s.max_fraction * layer.num_units))
-        idx = guard.free(name, candidates)[:cap]
+        idx = guard.removable_units(name, candidates)[:cap]
         if not idx:
             return []
         guard.claim(name, idx, removes=len(idx))

@@ -80,10 +80,11 @@ class RedundancyPolicy(PerLayerPolicy):
         alpha, beta = layer.comoments.fit_matrix()
         budget = min(guard.removable(name, "merge"), math.floor(s.max_fraction * layer.num_units))
         used = set(guard.claimed[name])
+        reserved = guard.reserved[name]  # net2net sources: may be kept, never removed
         actions: list[Action] = []
         for p in order.tolist():
             k, r = int(keep[p]), int(remove[p])
-            if len(actions) >= budget or k in used or r in used:
+            if len(actions) >= budget or k in used or r in used or r in reserved:
                 continue
             a, b = float(alpha[k, r]), float(beta[k, r])
             if not (math.isfinite(a) and math.isfinite(b)):

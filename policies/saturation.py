@@ -29,9 +29,10 @@ class SaturationSettings(PolicySettings):
     unit_firing_rate: float = Field(default=0.95, ge=0.0, le=1.0)
     layer_fraction: float = Field(default=0.9, ge=0.0, le=1.0)
     saturation_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    growth_fraction: float = Field(default=0.25, gt=0.0)
+    # Bounded: one plan never grows a layer more than 100-fold (a net2net source list per unit).
+    growth_fraction: float = Field(default=0.25, gt=0.0, le=100.0)
     max_width: int | None = Field(default=None, ge=1)
-    max_growth_factor: float = Field(default=4.0, ge=1.0)
+    max_growth_factor: float = Field(default=4.0, ge=1.0, le=1000.0)
     init: InitMethod = "net2net"
     noise: float = Field(default=0.0, ge=0.0)
     min_samples: int = Field(default=100, ge=1)
@@ -54,15 +55,22 @@ class SaturationPolicy(PerLayerPolicy):
         if busy < s.layer_fraction and not saturated:
             return []
         width = layer.num_units
-        cap = s.max_width or math.floor(width * s.max_growth_factor)
-        count = min(max(1, math.ceil(s.growth_fraction * width)), cap - width)
+        # min() before rounding: huge factors must not overflow (inf cannot become an int)
+        cap = s.max_width or math.floor(min(width * s.max_growth_factor, 2.0**62))
+        count = min(max(1, math.ceil(min(s.growth_fraction * width, cap))), cap - width)
         if count <= 0:
             return []
         sources = source_ids = None
         if s.init == "net2net":
             ranked = torch.argsort(layer.mean_abs, descending=True, stable=True).tolist()
-            sources = [ranked[k % width] for k in range(count)]
+            # Only units no earlier action of this plan claimed (a pruned or folded-away unit
+            # cannot be copied); cycle over them when there are fewer than ``count``.
+            free = guard.free(name, ranked)
+            if not free:
+                return []
+            sources = [free[k % len(free)] for k in range(count)]
             source_ids = [layer.neuron_ids[i] for i in sources]
+            guard.reserve(name, sources)  # read, not removed: later actions must keep them
         return [
             ExpandAction(
                 layer=name,

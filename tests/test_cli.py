@@ -120,3 +120,103 @@ def test_bad_option_values_are_usage_errors(snapshot_dir, capsys):
         main(["report", str(snapshot_dir), "--threshold", "1.5"])
     assert exc.value.code == 2
     assert "expected a number in [0, 1]" in capsys.readouterr().err
+
+
+def test_deeply_nested_plan_file_exits_2(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["inspect", str(deep)]) == 2
+    _assert_one_line_error(capsys, deep)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("{remove_fraction: 0.5, ridge: .inf}", "ridge = inf: Input should be a finite number"),
+        ("{remove_fraction: 0.5, ridge: .nan}", "ridge = nan: Input should be a finite number"),
+        ("{remove_fraction: 0.5, ridge: 0}", "ridge = 0: Input should be greater than 0"),
+        ("{fractions: {encoder: .nan}}", "fractions.encoder = nan: Input should be a finite"),
+    ],
+)
+def test_non_finite_or_zero_budget_settings_exit_2(snapshot_dir, tmp_path, capsys, settings,
+                                                    message):  # fmt: skip
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"policies:\n  - name: budget\n    settings: {settings}\n")
+    assert main(["plan", str(snapshot_dir), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("growth_fraction: .inf", "growth_fraction = inf: Input should be a finite number"),
+        ("max_growth_factor: .inf", "max_growth_factor = inf: Input should be a finite number"),
+        ("growth_fraction: 1.0e+308", "growth_fraction = 1e+308: Input should be less than or"),
+        ("max_growth_factor: 1.0e+308", "max_growth_factor = 1e+308: Input should be less than"),
+    ],
+)
+def test_infinite_or_huge_growth_settings_exit_2(snapshot_dir, tmp_path, capsys, settings,
+                                                 message):  # fmt: skip
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"policies:\n  - name: saturation\n    settings: {{{settings}}}\n")
+    assert main(["plan", str(snapshot_dir), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+def test_largest_growth_settings_plan_fine(snapshot_dir, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "policies:\n  - name: saturation\n"
+        "    settings: {unit_firing_rate: 0.0, layer_fraction: 0.0, min_samples: 1,\n"
+        "               growth_fraction: 100, max_growth_factor: 1000}\n"
+    )
+    assert main(["plan", str(snapshot_dir), "--config", str(cfg)]) == 0
+    assert '"expand_units": 800' in capsys.readouterr().out  # encoder: 8 units, 100-fold
+
+
+def _raiser(exc: BaseException):
+    def command(args):
+        raise exc
+
+    return command
+
+
+def _validation_error():
+    from pydantic import BaseModel, ValidationError
+
+    class M(BaseModel):
+        x: int
+
+    try:
+        M(x="nope")
+    except ValidationError as exc:
+        return exc
+    raise AssertionError  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (_validation_error(), "invalid M: x: Input should be a valid integer"),
+        (torch.linalg.LinAlgError("singular"), "numerical failure on these statistics (singular)"),
+        (OverflowError("cannot convert float infinity to integer"), "OverflowError: cannot"),
+        (RecursionError("deep"), "input nested too deeply"),
+        (ValueError("bad\nvalue"), "ValueError: bad value"),
+    ],
+    ids=["validation", "linalg", "overflow", "recursion", "value"],
+)
+def test_input_errors_raised_by_a_command_exit_2_with_one_line(
+    snapshot_dir, capsys, monkeypatch, exc, message
+):
+    monkeypatch.setattr("engine.cli._cmd_inspect", _raiser(exc))
+    assert main(["inspect", str(snapshot_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and str(snapshot_dir) in err, err
+
+
+def test_real_bugs_keep_their_traceback(snapshot_dir, monkeypatch):
+    monkeypatch.setattr("engine.cli._cmd_inspect", _raiser(KeyError("bug")))
+    with pytest.raises(KeyError):
+        main(["inspect", str(snapshot_dir)])

@@ -469,3 +469,36 @@ def test_dead_means_never_fired_behind_a_rectifier_and_constant_elsewhere() -> N
     snap = engine.snapshot()
     assert snap.layers["0"].rectified and not snap.layers["2"].rectified
     assert snap.layers["4"].firing_rate[0] == 0.0  # never positive, yet not dead
+
+
+def test_float64_model_with_large_bias_keeps_its_std() -> None:
+    """A float64 model with bias 1e6 and 1e-3 noise: right std, no unit reported dead."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        model[0].bias += 1e6
+    x = torch.randn(256, 4, dtype=torch.float64) * 1e-3
+    engine = NeuronEngine(model)
+    with engine.tracking():
+        model(x)
+    stats = engine.layer_stats("0")
+    ref = Moments.from_samples(model[0](x))
+    torch.testing.assert_close(stats.std, ref.std, rtol=1e-6, atol=0)
+    assert not stats.dead.any()
+
+
+def test_statistics_follow_the_model_to_another_device() -> None:
+    """load_snapshot (CPU state), then the model moves ('meta' stands in for an accelerator)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    first = NeuronEngine(model, correlation=True)
+    with first.tracking(), torch.no_grad():
+        model(torch.randn(10, 4))
+    engine = NeuronEngine(model, correlation=True, flush_every=1)
+    engine.load_snapshot(first.snapshot())
+    model.to("meta")
+    with engine.tracking(), torch.no_grad():
+        model(torch.randn(6, 4, device="meta"))
+    acc = engine.layer("0").accumulator
+    assert acc.total().n == 16
+    assert acc.total().mean.device.type == "meta"

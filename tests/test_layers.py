@@ -70,3 +70,15 @@ def test_register_custom_layer_kind():
     assert engine.observation_points()["0"]["hook"] == "1"
     with pytest.raises(ConfigurationError, match=r"nn\.Module subclass"):
         register_layer_kind(int, LayerKind("bad", units=len))
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("act", [nn.ReLU, nn.Identity])
+def test_zero_unit_layer_does_not_break_the_forward(act):
+    model = nn.Sequential(nn.Linear(4, 0), act(), nn.Linear(0, 3))
+    engine = NeuronEngine(model)
+    with engine.tracking():
+        out = model(torch.randn(5, 4))
+    assert out.shape == (5, 3)
+    stats = engine.layer_stats("0")
+    assert stats.neuron_ids == [] and stats.mean.numel() == 0

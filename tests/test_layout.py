@@ -430,3 +430,46 @@ def test_inference_mode_is_refused_with_a_clear_error():
     with torch.inference_mode(), pytest.raises(ConfigurationError, match="inference_mode"):
         build_layout(model, {"0": list(range(32))}, torch.randn(2, 64))
     assert all(m.training for m in model.modules())
+
+
+# --- the probe captured by NeuronEngine on the first tracked batch ---------------------------
+class _KeywordModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.o = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.o(torch.relu(self.fc(x))) * scale
+
+
+def test_unbatched_1d_probe_is_kept_whole_and_gives_a_layout():
+    from engine import NeuronEngine
+
+    with seeded(30):
+        model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        x = torch.randn(16)
+    engine = NeuronEngine(model)
+    with engine.tracking():
+        model(x)
+    assert engine.example_inputs[0].shape == (16,)
+    layout = engine.model_layout()
+    assert layout.layers["0"].units == 8 and layout.layers["2"].is_output
+
+
+@pytest.mark.parametrize("extra", [{}, {"scale": 2.0}])
+def test_keyword_probe_is_captured_and_gives_a_layout(extra):
+    from engine import NeuronEngine
+
+    with seeded(31):
+        model = _KeywordModel()
+        x = torch.randn(20, 4)
+    engine = NeuronEngine(model)
+    with engine.tracking():
+        model(x=x, **extra)
+    assert engine.example_inputs == ()
+    assert engine.example_kwargs["x"].shape == (8, 4)
+    assert count_hooks(model) == 0
+    layout = engine.model_layout()
+    assert layout.layers["fc"].units == 8 and layout.layers["o"].is_output
+    assert [c.module for c in layout.layers["fc"].consumers] == ["o"]

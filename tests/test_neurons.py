@@ -67,3 +67,13 @@ def test_misuse_is_refused_with_a_clear_message(call, error, message):
     with pytest.raises(error, match=message):
         call(reg)
     assert reg.state_dict() == before
+
+
+def test_locate_names_the_neuron_a_merged_unit_was_folded_into():
+    reg = NeuronRegistry()
+    reg.add_layer("a", 4)
+    reg.remove("a", [3, 1], merged_into=[2, -1])
+    with pytest.raises(NeuronNotFoundError, match=r"neuron 3 .* merged into neuron 2 in layer 'a'"):
+        reg.locate(3)
+    with pytest.raises(NeuronNotFoundError, match=r"neuron 1 .* removed from layer 'a'"):
+        reg.locate(1)

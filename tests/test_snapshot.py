@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from torch import nn
 
 from engine import LayoutMismatchError, NeuronEngine, SnapshotError, StatsSnapshot
+from engine.snapshot import LayerSnapshot
+from engine.stats import CoMoments, Moments
 
 
 def _tracked_snapshot(seed: int = 0, correlation=True) -> StatsSnapshot:
@@ -74,7 +77,7 @@ def test_merge_rejects_different_layouts_and_thresholds():
         (lambda d: d.pop("layers"), r"field 'layers': Field required"),
         (lambda d: d.update(format="other"), r"field 'format'"),
         (lambda d: d.update(surprise=1), r"field 'surprise': Extra inputs are not permitted"),
-        (lambda d: d["layers"][0].update(neuron_ids=[1, 2]), r"array '0/mean' has shape \(6,\)"),
+        (lambda d: d["layers"][0].update(neuron_ids=[1, 2]), r"do not belong together"),
     ],
 )
 def test_malformed_summary_is_refused_with_the_field_named(tmp_path, mutate, message):
@@ -130,3 +133,177 @@ def test_neuron_lookup_by_id():
     assert (info["layer"], info["local_index"], info["count"]) == ("2", 1, 51)
     with pytest.raises(KeyError, match="neuron 99"):
         snap.neuron(99)
+
+
+# --- the two files of a snapshot belong together ---------------------------------------------
+def _resave_arrays(folder, metadata):
+    """Rewrite stats.safetensors with other metadata (what an older writer left, or none)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "stats.safetensors")
+    save_file(tensors, folder / "stats.safetensors", metadata=metadata)
+
+
+def test_arrays_of_another_save_are_refused_naming_both_files(tmp_path):
+    _tracked_snapshot(0).save(tmp_path / "a")
+    _tracked_snapshot(1).save(tmp_path / "b")
+    shutil.copy(tmp_path / "b" / "stats.safetensors", tmp_path / "a" / "stats.safetensors")
+    with pytest.raises(SnapshotError, match=r"stats\.safetensors and .*summary\.json"):
+        StatsSnapshot.load(tmp_path / "a")
+
+
+def test_arrays_without_a_digest_are_still_shape_checked(tmp_path):
+    _tracked_snapshot().save(tmp_path)
+    _resave_arrays(tmp_path, None)
+    assert StatsSnapshot.load(tmp_path).layers["0"].count == 51
+    data = json.loads((tmp_path / "summary.json").read_text())
+    data["layers"][0]["neuron_ids"] = [1, 2]
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(SnapshotError, match=r"array '0/mean' has shape \(6,\)"):
+        StatsSnapshot.load(tmp_path)
+
+
+def test_comoments_with_fewer_samples_than_moments_round_trip(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(100, 3, dtype=torch.float64)
+    layer = LayerSnapshot(
+        "fc", "Linear", [0, 1, 2], Moments.from_samples(x), CoMoments.from_samples(x[:10])
+    )
+    StatsSnapshot({"fc": layer}).save(tmp_path)
+    back = StatsSnapshot.load(tmp_path).layers["fc"]
+    assert back.count == 100 and back.comoments.n == 10
+    assert torch.equal(back.comoments.covariance(), layer.comoments.covariance())
+
+
+def test_summary_without_co_count_loads_with_the_moment_count(tmp_path):
+    """Files written before ``co_count`` existed: the co-moments have ``count`` samples."""
+    import hashlib
+
+    _tracked_snapshot().save(tmp_path)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    for rec in data["layers"]:
+        del rec["co_count"]
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    digest = hashlib.sha256(json.dumps(data["layers"], sort_keys=True).encode()).hexdigest()
+    _resave_arrays(tmp_path, {"layers": digest})
+    back = StatsSnapshot.load(tmp_path).layers["0"]
+    assert back.comoments.n == back.count == 51
+
+
+# --- the layout saved beside the statistics ------------------------------------------------
+def _engine(width: int, seed: int = 0) -> tuple[NeuronEngine, nn.Module]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))
+    engine = NeuronEngine(model)
+    with engine.tracking(), torch.no_grad():
+        model(torch.randn(20, 4))
+    return engine, model
+
+
+def test_save_without_layout_removes_a_stale_layout(tmp_path):
+    big, _ = _engine(32)
+    big.snapshot(with_layout=True).save(tmp_path)
+    assert (tmp_path / "layout.json").is_file()
+    small, _ = _engine(8)
+    small.snapshot().save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.safetensors", "summary.json"]
+    back = StatsSnapshot.load(tmp_path)
+    assert back.model_layout is None
+    assert back.planning_layout().sizes == [("0", 8), ("2", 2)]
+
+
+def test_layout_of_another_model_is_refused(tmp_path):
+    big, _ = _engine(32)
+    big.snapshot(with_layout=True).save(tmp_path / "big")
+    small, _ = _engine(8)
+    small.snapshot().save(tmp_path / "small")
+    for name in ("layout.json", "layout.safetensors"):
+        shutil.copy(tmp_path / "big" / name, tmp_path / "small" / name)
+    message = r"layout\.json: layer '0' has 32 units in the saved layout and 8"
+    with pytest.raises(SnapshotError, match=message):
+        StatsSnapshot.load(tmp_path / "small")
+
+
+def _edit_layout(folder, edit):
+    path = folder / "layout.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _rename_layer_2(data):
+    data["layers"][1]["name"] = "x"
+    data["layers"][0]["consumers"][0]["tracked_layer"] = "x"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["layers"][0]["neuron_ids"].pop(), r"layer '0' has 8 units but 7 neuron IDs"),
+        (lambda d: d["layers"][0]["supports"].append("grow"), r"unknown action kinds \['grow'\]"),
+        (
+            lambda d: d["layers"][0]["consumers"][0].update(tracked_layer="nope"),
+            r"names tracked layer 'nope'",
+        ),
+        (
+            lambda d: d["layers"][1].update(neuron_ids=[100, 101]),
+            r"layer '2' has other neuron IDs in the saved layout",
+        ),
+        (_rename_layer_2, r"saved layout is of layers \['0', 'x'\]"),
+    ],
+)
+def test_invalid_layout_records_are_refused(tmp_path, edit, message):
+    engine, _ = _engine(8)
+    engine.snapshot(with_layout=True).save(tmp_path)
+    assert StatsSnapshot.load(tmp_path).model_layout is not None
+    _edit_layout(tmp_path, edit)
+    with pytest.raises(SnapshotError, match=message):
+        StatsSnapshot.load(tmp_path)
+
+
+# --- NeuronEngine.load_snapshot refuses what it cannot continue ------------------------------
+def _source(**kw) -> StatsSnapshot:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    engine = NeuronEngine(model, **kw)
+    with engine.tracking(), torch.no_grad():
+        model(torch.randn(30, 4))
+    return engine.snapshot()
+
+
+def _target(**kw) -> NeuronEngine:
+    return NeuronEngine(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), **kw)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "message"),
+    [
+        ({"firing_threshold": 0.5}, {}, r"firing_threshold=0\.5 .* firing_threshold=0\.0"),
+        ({"saturation_tolerance": 0.1}, {}, r"saturation_tolerance=0\.1"),
+        ({}, {"correlation": True}, r"layer '0': the snapshot has no correlation state"),
+        ({"correlation": True}, {}, r"layer '0': the snapshot has correlation state"),
+        ({"correlation": ["0"]}, {"correlation": ["2"]}, r"layer '0'"),
+    ],
+)
+def test_load_snapshot_refuses_other_settings(source, target, message):
+    snap = _source(**source)
+    engine = _target(**target)
+    with pytest.raises(LayoutMismatchError, match=message):
+        engine.load_snapshot(snap)
+    assert engine.snapshot().layers["0"].count == 0  # nothing was half-loaded
+
+
+def test_load_snapshot_refuses_other_neuron_ids():
+    snap = _source()
+    engine = _target()
+    layer = snap.layers["2"]
+    layer.neuron_ids = [n + 100 for n in layer.neuron_ids]
+    with pytest.raises(LayoutMismatchError, match=r"layer '2': the snapshot's neuron IDs differ"):
+        engine.load_snapshot(snap)
+
+
+def test_load_snapshot_with_matching_settings_is_accepted():
+    snap = _source(firing_threshold=0.5, correlation=True)
+    engine = _target(firing_threshold=0.5, correlation=True)
+    engine.load_snapshot(snap)
+    assert engine.snapshot().layers["0"].comoments.n == 30

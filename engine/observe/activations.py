@@ -38,10 +38,15 @@ NORM_TYPES: tuple[type, ...] = (
 )
 
 ACTIVATION_MODULE_TYPES: tuple[type, ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.GELU, nn.SiLU, nn.Mish, nn.ELU,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.Mish, nn.ELU,
     nn.SELU, nn.CELU, nn.Softplus, nn.Softsign, nn.Sigmoid, nn.Tanh, nn.Hardtanh,
     nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid, nn.Tanhshrink, nn.Threshold, nn.Identity,
 )  # fmt: skip
+
+# Element-wise modules that may carry the forward hook (observed at their own output when
+# called once) but are never replayed: nn.RReLU draws random slopes in training mode, so a
+# replay would give other values and consume the global RNG stream of the training run.
+HOOK_ONLY_MODULE_TYPES: tuple[type, ...] = (nn.RReLU,)
 
 # Activations whose output is exactly zero below a threshold: "never fired" means dead.
 RECTIFIERS = frozenset({"relu", "relu6", "threshold"})

@@ -93,6 +93,8 @@ def make_observer(
         if owner is not None and owner() is not module:
             _detach_from(module, observe)  # a deep copy of the tracked module: leave it clean
             return
+        if units == 0:  # a 0-unit layer has nothing to observe (and no unit axis to fold into)
+            return
         x = select(output).detach()
         for fn in replay:
             x = fn(x)

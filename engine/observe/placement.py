@@ -39,6 +39,7 @@ from torch import nn
 
 from engine.layers import LayerKind, layer_kind_for
 from engine.observe.activations import (
+    HOOK_ONLY_MODULE_TYPES,
     INPLACE_FUNCTIONS,
     NORM_TYPES,
     RECTIFIERS,
@@ -100,6 +101,8 @@ def _classify(user: fx.Node, scope: Scope, traced: TracedModel) -> _Step | None:
         label = f"{scope.qualify(user.target)}:{type(module).__name__.lower()}"
         if isinstance(module, NORM_TYPES):
             return _Step(label, hook, None, is_norm=True)
+        if isinstance(module, HOOK_ONLY_MODULE_TYPES):  # observable, never replayed (random)
+            return _Step(label, hook, None)
         step = activation_from_module(module)
         return None if step is None else _Step(label, hook, step)
     if user.op == "call_function":
@@ -124,7 +127,8 @@ def _is_inplace_statement(node: fx.Node, source: fx.Node, scope: Scope) -> bool:
     return False
 
 
-def _chain_from(node: fx.Node, scope: Scope, traced: TracedModel) -> list[_Step]:
+def _chain_from(node: fx.Node, scope: Scope, traced: TracedModel) -> tuple[list[_Step], fx.Node]:
+    """The steps after ``node``, and the node the chain stopped at."""
     steps: list[_Step] = []
     cur = node
     while cur.users:
@@ -132,7 +136,7 @@ def _chain_from(node: fx.Node, scope: Scope, traced: TracedModel) -> list[_Step]
         while len(users) > 1 and _is_inplace_statement(users[0], cur, scope):
             step = _classify(users[0], scope, traced)  # mutates cur for every later user
             if step is None or step.activation is None:
-                return steps
+                return steps, cur
             steps.append(step)
             users = users[1:]
         if len(users) != 1:
@@ -147,7 +151,27 @@ def _chain_from(node: fx.Node, scope: Scope, traced: TracedModel) -> list[_Step]
         if _is_inplace_statement(user, cur, scope):
             break  # applied in place as the last use: nothing reads it afterwards
         cur = user
-    return steps
+    return steps, cur
+
+
+def _leaves_scope(
+    steps: list[_Step], end: fx.Node, scope: Scope, failures: dict[str, str]
+) -> str | None:
+    """A fallback reason when a chain with no activation yet stops because its value is
+    returned from a scope traced on its own: its parent failed to trace, so an activation the
+    parent applies (``F.relu(self.block(x))``) is unseen and the layer is measured before it."""
+    users = list(end.users)
+    if not scope.prefix or len(users) != 1 or users[0].op != "output":
+        return None
+    if not all(step.is_norm for step in steps):
+        return None  # the scope applies its own activation: the observation is meaningful
+    parents = [p for p in failures if p == "" or scope.prefix.startswith(p + ".")]
+    message = (
+        f"its output leaves the traced scope {scope.prefix!r} and the parent could not be traced"
+    )
+    if not parents:
+        return message
+    return f"{message} ({failures[max(parents, key=len)]})"
 
 
 def _observation_from_steps(name: str, steps: list[_Step], fallback: str | None) -> Observation:
@@ -192,7 +216,8 @@ def _observe_in_scope(
         if len(firsts) != 1:
             return Observation(name, name)
         start = firsts[0]
-    return _observation_from_steps(name, _chain_from(start, scope, traced), None)
+    steps, end = _chain_from(start, scope, traced)
+    return _observation_from_steps(name, steps, _leaves_scope(steps, end, scope, traced.failures))
 
 
 # Containers whose forward cannot be traced but whose wiring is known:

@@ -28,6 +28,13 @@ class _Action(BaseModel):
     evidence: Evidence = Field(default_factory=dict, description="statistics that triggered it")
 
 
+def _no_duplicates(owner: str, **lists: list[int]) -> None:
+    for field, values in lists.items():
+        dup = sorted({i for i in values if values.count(i) > 1})
+        if dup:
+            raise ValueError(f"{owner}: {field} lists units {dup} more than once")
+
+
 def _same_length(owner: str, **lists: list) -> None:
     sizes = {k: len(v) for k, v in lists.items() if v is not None}
     if len(set(sizes.values())) > 1:
@@ -49,6 +56,7 @@ class PruneAction(_Action):
             "prune", local_indices=self.local_indices, neuron_ids=self.neuron_ids,
             constant_values=self.constant_values,
         )  # fmt: skip
+        _no_duplicates("prune", local_indices=self.local_indices)
         return self
 
 
@@ -96,6 +104,7 @@ class FoldAction(_Action):
             "fold remove", remove=self.remove, remove_ids=self.remove_ids,
             mean_remove=self.mean_remove, coefficients=self.coefficients,
         )  # fmt: skip
+        _no_duplicates("fold", keep=self.keep, remove=self.remove)
         bad = [i for i, row in enumerate(self.coefficients) if len(row) != len(self.keep)]
         if bad:
             raise ValueError(f"fold: coefficient rows {bad} do not have {len(self.keep)} entries")

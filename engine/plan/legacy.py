@@ -144,14 +144,18 @@ def _entries(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
 
 def _check_layer(
     r: _Reader, layer: str, sizes: dict[str, int], notes: list[str], index: int | None = None
-) -> None:
+) -> bool:
+    """Note an unknown layer or an index out of range; False when the entry must be skipped
+    (an index beyond the layer's size cannot be part of a plan for that layout)."""
     if layer not in sizes:
         notes.append(f"{r.where}: layer {layer!r} is not in metadata.model_info.layer_details")
     elif index is not None and index >= sizes[layer]:
         notes.append(
             f"{r.where}: local index {index} is out of range for layer {layer!r} "
-            f"({sizes[layer]} units)"
+            f"({sizes[layer]} units); skipped"
         )
+        return False
+    return True
 
 
 def _span(values: list[float]) -> str:
@@ -171,7 +175,8 @@ def _convert_prune(
         for key in ("firing_frequency", "mean_activation"):
             if key in r.entry:
                 r.number(key)
-        _check_layer(r, layer, sizes, notes, local)
+        if not _check_layer(r, layer, sizes, notes, local):
+            continue
         group = groups.setdefault((layer, reason), {})
         if local in group:
             notes.append(
@@ -229,7 +234,8 @@ def _convert_merge(
             r.fail(f"'local_indices' name the same unit twice ({keep})")
         if abs(corr) > 1.0 + _CORRELATION_SLACK or corr != corr:
             r.fail(f"'correlation' must be in [-1, 1], got {corr!r}")
-        _check_layer(r, layer, sizes, notes, max(keep, remove))
+        if not _check_layer(r, layer, sizes, notes, max(keep, remove)):
+            continue
         reason = entry.get("reason", "redundant")
         if not isinstance(reason, str) or not reason:
             r.fail(f"'reason' must be a non-empty string, got {reason!r}")

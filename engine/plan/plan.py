@@ -201,7 +201,35 @@ class Plan(BaseModel):
                 f"metadata.fingerprint = {meta.fingerprint!r} does not match metadata.layout "
                 f"(its fingerprint is {expected!r})"
             )
+        sizes = dict(meta.layout)
+        problems = []
+        for section in ("prune", "merge", "expand"):
+            for i, action in enumerate(getattr(self, section)):
+                if action.layer not in sizes:
+                    continue
+                for field, values in _index_fields(action):
+                    bad = sorted({v for v in values if v >= sizes[action.layer]})
+                    if bad:
+                        problems.append(
+                            f"{section}.{i}.{field}: units {bad} out of range for layer "
+                            f"{action.layer!r} ({sizes[action.layer]} units in metadata.layout)"
+                        )
+        if problems:
+            raise ValueError("; ".join(problems))
         computed = PlanStatistics.compute(self.actions(), meta.layout)
+        empty = [
+            (n, w["after"])
+            for n, w in computed.widths.items()
+            if w["after"] < 1 and n in computed.layers_changed
+        ]
+        if empty:
+            raise ValueError(
+                "; ".join(
+                    f"statistics.widths.{n}.after = {after}: the actions would leave layer "
+                    f"{n!r} with fewer than 1 unit"
+                    for n, after in empty
+                )
+            )
         if self.statistics is None:
             self.statistics = computed
         elif self.statistics != computed:
@@ -419,6 +447,17 @@ class Plan(BaseModel):
 
 
 # --- helpers -------------------------------------------------------------------------------
+def _index_fields(action: Action) -> list[tuple[str, list[int]]]:
+    """``(field name, local indices)`` for every index field of an action."""
+    if isinstance(action, PruneAction):
+        return [("local_indices", list(action.local_indices))]
+    if isinstance(action, MergeAction):
+        return [("keep", [action.keep]), ("remove", [action.remove])]
+    if isinstance(action, FoldAction):
+        return [("keep", list(action.keep)), ("remove", list(action.remove))]
+    return [("source_indices", list(action.source_indices or ()))]
+
+
 def _layout_pairs(layout: Any) -> Layout:
     """``[(name, units), …]`` from a list of pairs, a mapping, a ModelLayout or a snapshot."""
     if isinstance(layout, str):
@@ -465,6 +504,8 @@ def _parse_json(text: str | bytes | bytearray, source: str) -> Any:
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PlanError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PlanError(f"{source}: not valid JSON (nested too deeply)") from None
 
 
 def _non_finite_path(data: Any, prefix: str = "") -> tuple[str, float] | None:

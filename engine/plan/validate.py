@@ -1,9 +1,11 @@
 """Check a whole plan against a model layout before anything is touched.
 
 Every problem is collected (not just the first), each naming the action and its layer: unknown
-layers, indices out of range, duplicates within an action, one unit in several actions, layers
-that would be emptied, units of output layers (logits), action kinds surgery cannot carry out
-for a layer (LSTM hidden units, grouped convolutions…), and a fingerprint that does not match.
+layers, indices out of range, neuron IDs that disagree with the layout, duplicates within an
+action, one unit in several actions, net2net sources that the plan removes, layers that would be
+emptied (residual-coupled layers count as one group: they share one unit space), removing or
+adding units of output layers (logits), action kinds surgery cannot carry out for a layer (LSTM
+hidden units, grouped convolutions…), and a fingerprint that does not match.
 
 >>> from engine.layout import LayerLayout, ModelLayout
 >>> from engine.plan import Plan, PruneAction
@@ -47,6 +49,42 @@ def _removed_and_touched(action) -> tuple[list[int], list[int]]:
     return [], []  # pragma: no cover
 
 
+def _id_mismatches(action, layer) -> list[str]:
+    """``field[i] = given, but local index j is neuron N`` for each ID that disagrees."""
+    ids = layer.neuron_ids
+    pairs: list[tuple[str, list[int], list[int] | None]] = []
+    if isinstance(action, PruneAction):
+        pairs.append(("neuron_ids", list(action.local_indices), list(action.neuron_ids)))
+    elif isinstance(action, MergeAction):
+        pairs.append(("keep_id", [action.keep], [action.keep_id]))
+        pairs.append(("remove_id", [action.remove], [action.remove_id]))
+    elif isinstance(action, FoldAction):
+        pairs.append(("keep_ids", list(action.keep), list(action.keep_ids)))
+        pairs.append(("remove_ids", list(action.remove), list(action.remove_ids)))
+    elif isinstance(action, ExpandAction) and action.source_indices is not None:
+        pairs.append(("source_ids", list(action.source_indices), action.source_ids))
+    out = []
+    for field, local, given in pairs:
+        if given is None or len(ids) != layer.units:
+            continue
+        for k, (i, nid) in enumerate(zip(local, given, strict=False)):
+            if ids[i] != nid:
+                where = field if field.endswith("_id") else f"{field}[{k}]"
+                out.append(f"{where} = {nid}, but local index {i} is neuron {ids[i]}")
+    return out
+
+
+def _group(layout: ModelLayout, name: str) -> tuple[str, ...]:
+    """Canonical id of a layer's residual-coupled group (the layer alone when uncoupled)."""
+    return tuple(sorted({name, *layout.layers[name].coupled}))
+
+
+def _group_text(group: tuple[str, ...]) -> str:
+    if len(group) == 1:
+        return f"layer {group[0]!r}"
+    return f"layers {list(group)} (residual-coupled, one unit space)"
+
+
 def validation_problems(
     plan: Plan, layout: ModelLayout, *, allow_output_changes: bool = False
 ) -> list[str]:
@@ -56,14 +94,18 @@ def validation_problems(
         plan.check_fingerprint(layout)
     except FingerprintMismatchError as exc:
         problems.append(str(exc))
-    owner: dict[tuple[str, int], str] = {}
-    removed: dict[str, set[int]] = defaultdict(set)
+    # Residual-coupled layers share one unit space: unit i of each is the same channel.
+    owner: dict[tuple[tuple[str, ...], int], str] = {}
+    remover: dict[tuple[tuple[str, ...], int], str] = {}
+    removed: dict[tuple[str, ...], set[int]] = defaultdict(set)
+    expands = []
     for action in plan.actions():
         label = _label(plan, action)
         layer = layout.layers.get(action.layer)
         if layer is None:
             problems.append(f"{label}: no such tracked layer; layers are {list(layout.layers)}")
             continue
+        group = _group(layout, action.layer)
         gone, touched = _removed_and_touched(action)
         bad = sorted({i for i in touched if not 0 <= i < layer.units})
         if bad:
@@ -73,6 +115,7 @@ def validation_problems(
             dup = sorted({i for i in touched if touched.count(i) > 1})
             if not isinstance(action, ExpandAction):  # net2net may split one source twice
                 problems.append(f"{label}: units {dup} appear more than once")
+        problems += [f"{label}: {m}" for m in _id_mismatches(action, layer)]
         kind = action.kind
         if kind not in layer.supports:
             problems.append(
@@ -82,16 +125,30 @@ def validation_problems(
             problems.append(
                 f"{label}: removes units of an output layer (its units are the model's outputs)"
             )
-        if not isinstance(action, ExpandAction):
-            for unit in touched:
-                first = owner.setdefault((action.layer, unit), label)
-                if first != label:
-                    problems.append(f"{label}: unit {unit} is already used by {first}")
-        removed[action.layer].update(gone)
-    for name, units in removed.items():
-        grown = sum(a.count for a in plan.expand if a.layer == name)
-        if len(units) >= layout.layers[name].units + grown:
-            problems.append(f"layer {name!r}: the plan removes all of its units")
+        if isinstance(action, ExpandAction):
+            if layer.is_output and not allow_output_changes:
+                problems.append(
+                    f"{label}: expands an output layer (changes the model's output width)"
+                )
+            expands.append((label, group, action))
+            continue
+        for unit in touched:
+            first = owner.setdefault((group, unit), label)
+            if first != label:
+                problems.append(f"{label}: unit {unit} is already used by {first}")
+        for unit in gone:
+            remover.setdefault((group, unit), label)
+        removed[group].update(gone)
+    for label, group, action in expands:  # sources are read: nothing may remove them
+        for unit in sorted(set(action.source_indices or ())):
+            by = remover.get((group, unit))
+            if by is not None:
+                problems.append(f"{label}: source unit {unit} is removed by {by}")
+    for group, units in removed.items():
+        grown = sum(a.count for _, g, a in expands if g == group)
+        width = min(layout.layers[n].units for n in group if n in layout.layers)
+        if len(units) >= width + grown:
+            problems.append(f"{_group_text(group)}: the plan removes all of its units")
     return problems
 
 

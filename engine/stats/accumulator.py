@@ -5,9 +5,10 @@ Every batch costs a handful of fused reductions on the activation's device (no `
 
 * the batch is shifted by a per-window constant ``K`` (the running mean, or the first sample),
   so a large common offset (3000 + small noise) does not cancel the variance away in float32;
-* ``var_mean``, ``aminmax``, an L1 norm and a firing count give one ``(rows, N)`` float32 tensor,
+* two-pass sums around the batch mean, ``amin``/``amax``, Σ|x| and a firing count (reusing one
+  scratch buffer) give one ``(rows, N)`` tensor (float32; float64 for float64 activations),
   appended to a short pending list;
-* with correlation on, the centred batch adds ``dcᵀ·dc`` into a float32 window accumulator.
+* with correlation on, the centred batch adds ``dcᵀ·dc`` into a window accumulator.
 
 Every ``flush_every`` batches (and whenever statistics are read) the pending window is combined
 in float64 with the exact k-way formula and Chan-merged into the running ``total`` and the
@@ -86,20 +87,29 @@ class NeuronAccumulator:
         test; sums are two-pass around the batch mean (robust, and faster than ``var_mean``).
         """
         x = x.detach()
-        if x.dtype != torch.float32:
-            x = x.float()
         middle = x.dim() == 3
         n = x.shape[0] * x.shape[2] if middle else x.shape[0]
         if n == 0:
             return
+        self._follow_device(x.device)
+        # float64 activations keep float64 (a 1e6 offset + 1e-3 noise has no float32 variance);
+        # everything else is reduced in float32. A window centred on a float64 shift stays in
+        # float64 so the shift each batch subtracts is exactly the one the flush adds back.
+        wide = x.dtype == torch.float64 or (
+            self._shift is not None and self._shift.dtype == torch.float64
+        )
+        dtype = torch.float64 if wide else torch.float32
+        if x.dtype != dtype:
+            x = x.to(dtype)
         if self._shift is None:
             total = self._total
             first = x[0, :, 0] if middle else x[0]
             if total is None or total.n == 0:
                 self._shift = first.clone()
             else:  # units grown by surgery have no history (NaN): centre them on this batch
-                running = total.mean.float()
+                running = total.mean.to(dtype)
                 self._shift = torch.where(running.isfinite(), running, first)
+        shift = self._shift if self._shift.dtype == dtype else self._shift.to(dtype)
 
         def per_unit(t: torch.Tensor, op=torch.sum) -> torch.Tensor:
             return op(op(t, 2), 0) if middle else op(t, 0)
@@ -107,7 +117,7 @@ class NeuronAccumulator:
         def spread(v: torch.Tensor) -> torch.Tensor:
             return v[:, None] if middle else v
 
-        scratch = x - spread(self._shift)
+        scratch = x - spread(shift)
         sum_d = per_unit(scratch)
         scratch.sub_(spread(sum_d), alpha=1.0 / n)  # centred on the batch mean
         if self.correlation:
@@ -128,18 +138,41 @@ class NeuronAccumulator:
         rows = [sum_d, m2, per_unit(x, torch.amin), per_unit(x, torch.amax), abs_sum, fire]
         sat = saturation_mask(x, self.bounds, self.saturation_tolerance)
         if sat is not None:
-            rows.append(torch.sum(sat, dim=(0, 2) if middle else 0, dtype=torch.float32))
+            rows.append(torch.sum(sat, dim=(0, 2) if middle else 0, dtype=dtype))
         self._pending.append(torch.stack(rows))
         self._pending_n.append(n)
         if len(self._pending) >= self.flush_every:
             self.flush()
+
+    def _follow_device(self, device: torch.device) -> None:
+        """Move the running state to ``device`` when the batches moved (``model.to(...)``
+        after tracking or ``load_snapshot``). Compares host metadata only: no device sync."""
+        for state in (self._total, self._window, self._comoments):
+            if state is not None and state.mean.device != device:
+                break
+        else:
+            if self._shift is None or self._shift.device == device:
+                return
+        if self._total is not None:
+            self._total = self._total.to(device)
+        if self._window is not None:
+            self._window = self._window.to(device)
+        if self._comoments is not None:
+            self._comoments = self._comoments.to(device)
+        if self._shift is not None:
+            self._shift = self._shift.to(device)
+        if self._cross is not None:
+            self._cross = self._cross.to(device)
+        self._pending = [r.to(device) for r in self._pending]
 
     # --- window combine -------------------------------------------------------------------
     def flush(self) -> None:
         """Combine the pending batches in float64 and merge them into the running state."""
         if not self._pending:
             return
-        rows = torch.stack(self._pending).to(torch.float64)  # (K, rows, N)
+        # Batches of one window may differ in dtype (float32 and float64): widen each first.
+        rows = torch.stack([r.to(torch.float64) for r in self._pending])  # (K, rows, N)
+        self._follow_device(rows.device)
         counts = self._pending_n
         total_n = sum(counts)
         # Counts are host ints; an asynchronous copy keeps the flush free of device syncs.

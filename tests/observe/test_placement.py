@@ -616,3 +616,86 @@ def test_activation_shared_across_separately_traced_scopes_is_not_mixed() -> Non
         h = F.relu(model.a.fc(x))
         assert_stats(engine, "a.fc", h)
         assert_stats(engine, "b.fc", F.relu(model.b.fc(h)))
+
+
+# --- random activations: hookable, never replayed -------------------------------------------
+class SharedRReLU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(8, 8)
+        self.act = nn.RReLU()
+        self.o = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(self.act(self.b(self.act(self.a(x)))))
+
+
+def _rrelu_run(track_it: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = SharedRReLU()  # train mode: RReLU draws random slopes
+    x = torch.randn(32, 4)
+    engine = NeuronEngine(model)
+    if track_it:
+        engine.start()
+    torch.manual_seed(1)
+    model(x)
+    y = model(x)
+    after = torch.rand(3)  # the RNG stream continues where the model left it
+    if track_it:
+        engine.stop()
+        assert engine.observation_points()["a"]["replayed"] == []
+    return y, after
+
+
+def test_shared_rrelu_is_never_replayed_and_tracking_keeps_the_rng_stream() -> None:
+    y_plain, rng_plain = _rrelu_run(False)
+    y_tracked, rng_tracked = _rrelu_run(True)
+    assert torch.equal(y_plain, y_tracked)
+    assert torch.equal(rng_plain, rng_tracked)
+
+
+def test_rrelu_called_once_carries_the_hook() -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.RReLU(), nn.Linear(6, 2))
+    obs = plan(model)
+    assert obs["0"].hook_module == "1"
+    assert replayed(obs["0"]) == []
+    x = seeded_randn(8, 4, seed=21)
+    engine = NeuronEngine(model.eval())  # eval mode: a fixed slope, so a reference exists
+    with engine.tracking(), torch.no_grad():
+        model(x)
+    with torch.no_grad():
+        assert_stats(engine, "0", model[1](model[0](x)))
+
+
+# --- a chain that leaves a separately traced scope --------------------------------------------
+class _InnerLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+class ActivationInUntraceableParent(nn.Module):
+    """The ReLU is applied by a parent that cannot be traced: the inner scope cannot see it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blk = _InnerLinear()
+        self.o = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 0:  # control flow on a traced value: the root is untraceable
+            x = x * 1
+        return self.o(F.relu(self.blk(x)))
+
+
+def test_chain_leaving_a_separately_traced_scope_has_a_fallback_reason() -> None:
+    obs = plan(ActivationInUntraceableParent())["blk.fc"]
+    assert obs.hook_module == "blk.fc" and obs.chain == ()
+    assert obs.fallback is not None
+    assert "leaves the traced scope 'blk'" in obs.fallback
+    assert "parent could not be traced" in obs.fallback
+    assert "control flow" in obs.fallback

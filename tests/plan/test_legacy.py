@@ -177,12 +177,12 @@ def test_duplicates_unknown_layers_ranges_and_totals_are_noted(seed: dict[str, A
     notes = plan.metadata.notes
     assert "prune[3]: unit 24 of layer 'fc2' is listed twice for 'dead'; kept once" in notes
     assert "prune[4]: layer 'fc9' is not in metadata.model_info.layer_details" in notes
-    assert "prune[5]: local index 12 is out of range for layer 'fc3' (10 units)" in notes
+    assert "prune[5]: local index 12 is out of range for layer 'fc3' (10 units); skipped" in notes
     assert "expand[0]: current_size 63 differs from layer_details (64) for layer 'fc1'" in notes
     assert "expand[1]: suggested_expansion is 0 for layer 'fc2'; skipped" in notes
-    assert "statistics.total_prunable_neurons = 3, but the entries give 5" in notes
+    assert "statistics.total_prunable_neurons = 3, but the entries give 4" in notes
     assert plan.merge[0].correlation == 1.0
-    assert plan.statistics.layers_changed == ["fc1", "fc2", "fc3", "fc9"]
+    assert plan.statistics.layers_changed == ["fc1", "fc2", "fc9"]  # fc3[12] skipped
     assert "fc9" not in plan.statistics.widths
     assert [a.layer for a in plan.prune if isinstance(a, PruneAction)][-1] == "fc9"
 

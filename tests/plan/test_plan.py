@@ -390,3 +390,49 @@ def test_fingerprint_mismatch_order_and_string(plan: Plan) -> None:
 def test_layout_with_repeated_layer_is_refused() -> None:
     with pytest.raises(PlanError, match=r"^plan: metadata\.layout: layers \['a'\] are listed more"):
         Plan.create([], [("a", 1), ("b", 2), ("a", 3)])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: PruneAction(layer="a", local_indices=[0, 0, 5], neuron_ids=[0, 0, 5], reason="x"),
+         r"prune: local_indices lists units \[0\] more than once"),
+        (lambda: FoldAction(layer="a", keep=[1, 1], remove=[0], keep_ids=[1, 1], remove_ids=[0],
+                            coefficients=[[1.0, 1.0]], mean_keep=[0, 0], mean_remove=[0],
+                            ridge=0, reason="x"),
+         r"fold: keep lists units \[1\] more than once"),
+        (lambda: FoldAction(layer="a", keep=[1], remove=[0, 2, 0], keep_ids=[1],
+                            remove_ids=[0, 2, 0], coefficients=[[1.0]] * 3, mean_keep=[0],
+                            mean_remove=[0, 0, 0], ridge=0, reason="x"),
+         r"fold: remove lists units \[0\] more than once"),
+    ],
+)  # fmt: skip
+def test_duplicate_local_indices_inside_one_action_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("actions", "message"),
+    [
+        ([PruneAction(layer="a", local_indices=[0, 5, 9], neuron_ids=[0, 5, 9], reason="x")],
+         r"prune\.0\.local_indices: units \[5, 9\] out of range for layer 'a' \(2 units in "
+         r"metadata\.layout\)"),
+        ([MergeAction(layer="a", keep=0, remove=3, keep_id=0, remove_id=3, alpha=1, beta=0,
+                      correlation=1, reason="x")],
+         r"merge\.0\.remove: units \[3\] out of range"),
+        ([ExpandAction(layer="a", count=1, source_indices=[2], source_ids=[2], reason="x")],
+         r"expand\.0\.source_indices: units \[2\] out of range"),
+        ([PruneAction(layer="a", local_indices=[0, 1], neuron_ids=[0, 1], reason="x")],
+         r"statistics\.widths\.a\.after = 0: the actions would leave layer 'a' with fewer than 1 "
+         r"unit"),
+    ],
+)  # fmt: skip
+def test_plans_that_cannot_fit_their_own_layout_are_refused(actions, message):
+    with pytest.raises(PlanError, match=message):
+        Plan.create(actions, [("a", 2), ("b", 3)])
+    good = Plan.create([], [("a", 2), ("b", 3)]).to_json()
+    section = actions[0].kind if actions[0].kind != "fold" else "merge"
+    good[section] = [actions[0].model_dump(mode="json")]
+    with pytest.raises(PlanError, match=message):
+        Plan.loads(good, source="p.json")

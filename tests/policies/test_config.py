@@ -59,3 +59,48 @@ def test_missing_file_and_disabled_policies(tmp_path):
         load_config(tmp_path / "nope.yaml")
     cfg = parse_config({"policies": [{"name": "dead", "enabled": False}, {"name": "saturation"}]})
     assert [p.name for p in cfg.policies] == ["saturation"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("policies:\n  - name: dead\n    settings: {firing_threshold: yes}\n",
+         r"firing_threshold = True: Input should be a valid number"),
+        ("policies:\n  - name: dead\n    settings: {min_samples: true}\n",
+         r"min_samples = True: Input should be a valid integer"),
+        ("guards: {min_width: '4'}\n", r"guards\.min_width = '4': Input should be a valid integer"),
+        ("guards: {allow_output_changes: 1}\n",
+         r"guards\.allow_output_changes = 1: Input should be a valid boolean"),
+        ("policies:\n  - name: dead\n    enabled: 'no'\n",
+         r"policies\.0\.enabled = 'no': Input should be a valid boolean"),
+        ("policies:\n  - name: redundancy\n    settings: {allow_negative: 'yes'}\n",
+         r"allow_negative = 'yes': Input should be a valid boolean"),
+        ("policies:\n  - name: dead\n    settings: {firing_threshold: 1}\n",
+         r"firing_threshold = 1: Input should be less than 1"),
+        ("policies:\n  - name: dead\n    settings: {constant_tolerance: .inf}\n",
+         r"constant_tolerance = inf: Input should be a finite number"),
+        ("guards:\n  min_width: 4\n  min_width: 1\n",
+         r"not valid YAML at line 3, column 3: duplicate key 'min_width' "
+         r"\(first given at line 2\)"),
+        ("policies:\n  - name: dead\n    settings: {min_samples: 1, min_samples: 2}\n",
+         r"line 3, column 32: duplicate key 'min_samples' \(first given at line 3\)"),
+    ],
+)  # fmt: skip
+def test_config_types_are_strict_and_duplicate_keys_refused(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match=message):
+        load_config(path)
+
+
+def test_ints_are_still_numbers_for_float_settings(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "guards: {min_keep_fraction: 0}\npolicies:\n  - name: redundancy\n"
+        "    settings: {threshold: 1, max_fraction: 1}\n  - name: dead\n"
+        "    settings: {firing_threshold: 0}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.policies[0].settings.threshold == 1.0
+    assert isinstance(cfg.policies[0].settings.threshold, float)
+    assert cfg.guards.min_keep_fraction == 0.0

@@ -192,3 +192,116 @@ def test_budget_needs_correlation():
         ConfigurationError, match=r"needs correlation state for layers \['0', '2'\]"
     ):
         BudgetPolicy(remove_fraction=0.3).propose(engine.snapshot(), linear_chain_layout(engine))
+
+
+def _saturated_with_dead(seed: int = 7) -> nn.Sequential:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 10), nn.ReLU(), nn.Linear(10, 3))
+    with torch.no_grad():
+        model[0].bias.fill_(50.0)  # every unit fires…
+        model[0].bias[[0, 1]] = -1e4  # …but units 0 and 1 are dead
+    return model
+
+
+def _check_no_unit_in_two_actions(actions, layout):
+    from engine.plan import Plan, validation_problems
+
+    assert validation_problems(Plan.create(actions, layout), layout) == []
+
+
+def test_saturation_sources_avoid_units_claimed_earlier_and_cycle_over_free_ones():
+    engine = _track(_saturated_with_dead())
+    layout = linear_chain_layout(engine)
+    snap = engine.snapshot()
+    # Dead claims 0 and 1 (and is allowed to go down to 1 unit); budget then folds most of the
+    # rest; saturation may only copy units nobody claimed.
+    cfg = PolicyConfig(
+        [
+            DeadUnitPolicy(min_samples=1),
+            BudgetPolicy(fractions={"0": 0.5}, min_samples=1),
+            SaturationPolicy(layer_fraction=0.5, growth_fraction=1.0, min_samples=1),
+        ],
+        GuardSettings(min_width=1),
+    )
+    actions = propose_actions(snap, layout, cfg)
+    claimed = {u for a in actions if a.kind != "expand" for u in _units(a)}
+    assert [a.kind for a in actions] == ["prune", "fold"]  # every unit of '0' claimed: no expand
+    assert claimed == set(range(10))
+    # Only the dead units claimed: the sources are the 8 free units (busiest first), cycled.
+    cfg = PolicyConfig(
+        [DeadUnitPolicy(min_samples=1), SaturationPolicy(layer_fraction=0.5, min_samples=1,
+                                                         growth_fraction=1.0)],
+        GuardSettings(min_width=1),
+    )  # fmt: skip
+    prune, expand = propose_actions(snap, layout, cfg)
+    assert prune.local_indices == [0, 1] and expand.count == 10
+    assert not set(expand.source_indices) & {0, 1}
+    assert sorted(expand.source_indices[:8]) == list(range(2, 10))  # each free unit once…
+    assert expand.source_indices[:2] == expand.source_indices[8:]  # …then cycled
+    assert expand.source_ids == [layout.layers["0"].neuron_ids[i] for i in expand.source_indices]
+    _check_no_unit_in_two_actions([prune, expand], layout)
+
+
+def test_saturation_sources_are_kept_by_later_policies_but_not_blocked_as_keep():
+    engine = _track(_saturated_with_dead())
+    layout = linear_chain_layout(engine)
+    snap = engine.snapshot()
+    sat = SaturationPolicy(layer_fraction=0.5, growth_fraction=0.3, min_samples=1)
+    # Saturation first: its sources must survive dead, low_activity, redundancy and budget.
+    for later in (
+        DeadUnitPolicy(min_samples=1, firing_threshold=0.999),
+        LowActivityPolicy(dormancy_threshold=10.0, max_fraction=1.0, min_samples=1),
+        RedundancyPolicy(threshold=0.01, max_fraction=1.0, allow_negative=True, min_samples=1),
+        BudgetPolicy(remove_fraction=0.8, min_samples=1),
+    ):
+        cfg = PolicyConfig([sat, later], GuardSettings(min_width=1))
+        expand, *rest = propose_actions(snap, layout, cfg)
+        assert expand.kind == "expand" and rest, later.name
+        removed = {u for a in rest for u in _removed(a)}
+        assert not removed & set(expand.source_indices), later.name
+        _check_no_unit_in_two_actions([expand, *rest], layout)
+    # The budget fold keeps the sources (reading them is fine): it still removes 8 of 10 at most
+    (fold,) = rest
+    assert set(expand.source_indices) <= set(fold.keep)
+
+
+def _units(action):
+    if action.kind == "prune":
+        return list(action.local_indices)
+    if action.kind == "merge":
+        return [action.keep, action.remove]
+    if action.kind == "fold":
+        return [*action.keep, *action.remove]
+    return list(action.source_indices or [])
+
+
+def _removed(action):
+    if action.kind == "prune":
+        return list(action.local_indices)
+    if action.kind == "merge":
+        return [action.remove]
+    if action.kind == "fold":
+        return list(action.remove)
+    return []
+
+
+def test_budget_target_params_reports_whether_it_was_reached_and_needs_a_layout():
+    from engine import ConfigurationError
+
+    model = _planted()
+    engine = _track(model)
+    layout = linear_chain_layout(engine)
+    actions = BudgetPolicy(target_params=1).propose(engine.snapshot(), layout)
+    assert actions
+    assert all(a.evidence["reached"] is False and a.evidence["target_params"] == 1 for a in actions)
+    reachable = BudgetPolicy(target_params=int(layout.total_params * 0.7))
+    assert all(a.evidence["reached"] for a in reachable.propose(engine.snapshot(), layout))
+    snap = engine.snapshot()
+    with pytest.raises(ConfigurationError, match="target_params needs a model layout"):
+        BudgetPolicy(target_params=100).propose(snap, snap.planning_layout())
+
+
+def test_budget_remove_fraction_zero_is_a_valid_no_op():
+    engine = _track(_planted())
+    policy = BudgetPolicy(remove_fraction=0.0)
+    assert policy.propose(engine.snapshot(), linear_chain_layout(engine)) == []

@@ -190,3 +190,59 @@ def test_nonnegative_fast_path_matches_the_reference(case, flush_every):
     acc = _feed(x, cuts, flush_every, nonnegative=True)
     assert acc.nonnegative
     _assert_matches(acc.total(), acc.comoments(), x, abs_like_mean=True)
+
+
+def test_float64_input_keeps_its_variance_under_a_large_offset():
+    """1e6 + 1e-3 noise has no float32 variance: float64 batches are reduced in float64."""
+    torch.manual_seed(0)
+    x = 1e6 + torch.randn(256, 3, dtype=torch.float64) * 1e-3
+    for flush_every in (1, 3):
+        acc = NeuronAccumulator(3, correlation=True, flush_every=flush_every)
+        for chunk in x.split(50):
+            acc.update(chunk)
+        ref = Moments.from_samples(x)
+        torch.testing.assert_close(acc.total().std, ref.std, rtol=1e-6, atol=0)
+        torch.testing.assert_close(acc.total().mean, ref.mean, rtol=1e-12, atol=0)
+        cref = CoMoments.from_samples(x)
+        torch.testing.assert_close(acc.comoments().c, cref.c, rtol=1e-6, atol=1e-12)
+
+
+def test_a_window_may_mix_float32_and_float64_batches():
+    torch.manual_seed(0)
+    a = torch.randn(20, 3, dtype=torch.float64) + 5
+    b = torch.randn(30, 3) - 2
+    for first, second in ((a, b), (b, a)):
+        acc = NeuronAccumulator(3, correlation=True, flush_every=8)
+        acc.update(first)
+        acc.update(second)
+        both = torch.cat([first.double(), second.double()])
+        ref = Moments.from_samples(both)
+        torch.testing.assert_close(acc.total().mean, ref.mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(acc.total().variance, ref.variance, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            acc.comoments().c, CoMoments.from_samples(both).c, rtol=1e-5, atol=1e-4
+        )
+
+
+@pytest.mark.parametrize("flush_every", [1, 4])
+def test_state_follows_the_batches_to_another_device(flush_every):
+    """A model moved after tracking (or after load_snapshot): the running state follows the
+    batches. The 'meta' device stands in for an accelerator."""
+    acc = NeuronAccumulator(3, correlation=True, flush_every=flush_every)
+    acc.update(torch.randn(4, 3))
+    acc.flush()  # state on the CPU
+    acc.update(torch.randn(4, 3))  # pending on the CPU too (when flush_every > 1)
+    acc.update(torch.randn(4, 3, device="meta"))
+    total = acc.total()
+    assert total.n == 12
+    assert total.mean.device.type == "meta"
+    assert acc.comoments().c.device.type == "meta"
+
+
+def test_loaded_cpu_state_follows_meta_batches():
+    acc = NeuronAccumulator(2, correlation=True)
+    x = torch.randn(10, 2, dtype=torch.float64)
+    acc.load(Moments.from_samples(x), CoMoments.from_samples(x))
+    acc.update(torch.randn(5, 2, device="meta"))
+    assert acc.total().n == 15
+    assert acc.total().mean.device.type == "meta"
