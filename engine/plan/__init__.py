@@ -17,15 +17,8 @@ from engine.plan.actions import (
     PruneAction,
 )
 from engine.plan.legacy import convert_selfmodifying_slm, looks_like_selfmodifying_slm
-from engine.plan.plan import (
-    FORMAT,
-    VERSION,
-    LayerWidth,
-    Plan,
-    PlanMetadata,
-    PlanStatistics,
-    PolicyRecord,
-)
+from engine.plan.plan import FORMAT, VERSION, Plan, PlanMetadata, PolicyRecord
+from engine.plan.statistics import LayerWidth, PlanStatistics
 from engine.plan.summary import plan_summary
 from engine.plan.validate import validate_plan, validation_problems
 

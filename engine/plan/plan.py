@@ -22,9 +22,8 @@ engine.errors.FingerprintMismatchError: plan was made for layout ... layer 'fc2'
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -51,13 +50,14 @@ from engine.plan.actions import (
     MergeLike,
     PruneAction,
 )
+from engine.plan.parsing import format_validation, non_finite_path, parse_json
+from engine.plan.statistics import PlanStatistics
 from engine.snapshot import layout_fingerprint
 
 FORMAT = "neuron-engine.plan"
 VERSION = 1
 
 Layout = list[tuple[str, int]]
-KINDS = ("merge", "fold")
 
 
 def _now() -> str:
@@ -78,14 +78,6 @@ class PolicyRecord(TypedDict):
     settings: dict[str, Any]
 
 
-@with_config(ConfigDict(extra="forbid"))
-class LayerWidth(TypedDict):
-    """Unit count of one layer before and after the plan."""
-
-    before: int
-    after: int
-
-
 class PlanMetadata(BaseModel):
     """Where a plan comes from and which layout it was made for."""
 
@@ -103,67 +95,6 @@ class PlanMetadata(BaseModel):
     )
     source: str = Field(default="neuron-engine", min_length=1)
     notes: list[str] = Field(default_factory=list)
-
-
-class PlanStatistics(BaseModel):
-    """Figures derived from the actions and the layout (checked on load, never trusted)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prune_units: NonNegativeInt
-    merged_units: NonNegativeInt = Field(description="pairwise merges plus units removed by folds")
-    expand_units: NonNegativeInt
-    layers_changed: list[str]
-    widths: dict[str, LayerWidth] = Field(description="every layout layer: units before, after")
-
-    @classmethod
-    def compute(
-        cls, actions: Iterable[Action], layout: Sequence[tuple[str, int]]
-    ) -> PlanStatistics:
-        """Statistics of ``actions`` applied to ``layout``.
-
-        Layers an action names that are not in the layout count as changed but get no width
-        (their size is unknown; surgery rejects such actions against the live model).
-
-        >>> from engine.plan.actions import PruneAction
-        >>> s = PlanStatistics.compute(
-        ...     [PruneAction(layer="a", local_indices=[0], neuron_ids=[0], reason="dead")],
-        ...     [("a", 3), ("b", 2)])
-        >>> s.prune_units, s.layers_changed, s.widths["b"]
-        (1, ['a'], {'before': 2, 'after': 2})
-        """
-        sizes = {name: int(size) for name, size in layout}
-        delta = dict.fromkeys(sizes, 0)
-        touched: list[str] = []
-        pruned = merged = expanded = 0
-        for action in actions:
-            if isinstance(action, PruneAction):
-                change = -len(action.local_indices)
-                pruned += len(action.local_indices)
-            elif isinstance(action, MergeAction):
-                change = -1
-                merged += 1
-            elif isinstance(action, FoldAction):
-                change = -len(action.remove)
-                merged += len(action.remove)
-            elif isinstance(action, ExpandAction):
-                change = action.count
-                expanded += action.count
-            else:
-                raise TypeError(f"not a plan action: {action!r}")
-            if action.layer not in touched:
-                touched.append(action.layer)
-            if action.layer in delta:
-                delta[action.layer] += change
-        order = {name: i for i, name in enumerate(sizes)}
-        touched.sort(key=lambda name: order.get(name, len(order)))  # stable: unknown last
-        return cls(
-            prune_units=pruned,
-            merged_units=merged,
-            expand_units=expanded,
-            layers_changed=touched,
-            widths={n: {"before": s, "after": s + delta[n]} for n, s in sizes.items()},
-        )
 
 
 def _plan_schema_extra(schema: dict[str, Any]) -> None:
@@ -303,7 +234,7 @@ class Plan(BaseModel):
             # Normalise evidence (tuples → lists, …) so that a JSON round trip compares equal.
             return cls.model_validate(plan.to_json())
         except ValidationError as exc:
-            raise PlanError(_format_validation(exc, "plan")) from None
+            raise PlanError(format_validation(exc, "plan")) from None
 
     # --- access -----------------------------------------------------------------------------
     def actions(self) -> Iterator[Action]:
@@ -368,7 +299,7 @@ class Plan(BaseModel):
     # --- serialisation ----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON-ready data; ``PlanError`` names a field holding NaN or infinity."""
-        bad = _non_finite_path(self.model_dump())
+        bad = non_finite_path(self.model_dump())
         if bad is not None:
             raise PlanError(
                 f"plan: field {bad[0]!r} = {bad[1]}: not allowed in strict JSON "
@@ -414,7 +345,7 @@ class Plan(BaseModel):
         NaN/infinity are refused, and a SelfModifyingSLM recommendations file is converted.
         """
         if isinstance(text_or_data, (str, bytes, bytearray)):
-            data = _parse_json(text_or_data, source)
+            data = parse_json(text_or_data, source)
         else:
             data = text_or_data
         if not isinstance(data, Mapping):
@@ -433,7 +364,7 @@ class Plan(BaseModel):
                 f"{source}: not a plan: no 'format' key (expected 'format': {FORMAT!r}, or a "
                 f"SelfModifyingSLM recommendations file with 'prune'/'merge'/'expand' lists)"
             )
-        bad = _non_finite_path(data)
+        bad = non_finite_path(data)
         if bad is not None:
             raise PlanError(f"{source}: field {bad[0]!r} = {bad[1]}: not allowed in a plan")
         try:
@@ -443,7 +374,7 @@ class Plan(BaseModel):
         try:
             return cls.model_validate_json(text, strict=True)
         except ValidationError as exc:
-            raise PlanError(_format_validation(exc, source)) from None
+            raise PlanError(format_validation(exc, source)) from None
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -482,79 +413,3 @@ def _layout_pairs(layout: Any) -> Layout:
 def _layout_text(layout: Layout, limit: int = 8) -> str:
     shown = ", ".join(f"{name}={size}" for name, size in layout[:limit])
     return shown + (f", … ({len(layout)} layers)" if len(layout) > limit else "")
-
-
-def _parse_json(text: str | bytes | bytearray, source: str) -> Any:
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not allowed (strict JSON)")
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise ValueError(f"duplicate key {key!r}")
-            out[key] = value
-        return out
-
-    try:
-        return json.loads(text, parse_constant=no_constant, object_pairs_hook=no_duplicates)
-    except json.JSONDecodeError as exc:
-        raise PlanError(
-            f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{source}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise PlanError(f"{source}: not valid JSON (nested too deeply)") from None
-
-
-def _non_finite_path(data: Any, prefix: str = "") -> tuple[str, float] | None:
-    """Dotted path and value of the first NaN/±inf float in nested JSON data, or None."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return prefix, data
-    if isinstance(data, Mapping):
-        items: Iterable[tuple[Any, Any]] = data.items()
-    elif isinstance(data, (list, tuple)):
-        items = enumerate(data)
-    else:
-        return None
-    for key, value in items:
-        found = _non_finite_path(value, f"{prefix}.{key}" if prefix else str(key))
-        if found is not None:
-            return found
-    return None
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _format_validation(exc: ValidationError, source: str, limit: int = 5) -> str:
-    """``source: field 'a.0.b' = value: message`` per error (first ``limit`` errors)."""
-    lines = []
-    errors = exc.errors()
-    for err in errors[:limit]:
-        loc = list(err["loc"])
-        # a discriminated union puts the tag into the path: merge.0.fold.keep → merge.0.keep
-        if len(loc) >= 3 and loc[0] == "merge" and isinstance(loc[1], int) and loc[2] in KINDS:
-            del loc[2]
-        where = ".".join(str(part) for part in loc)
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        show_value = err["type"] not in ("missing", "value_error") and not isinstance(
-            value, Mapping
-        )
-        line = f"{source}:"
-        if where:
-            line += f" field {where!r}"
-            if show_value:
-                line += f" = {_short(value)}"
-            line += ":"
-        lines.append(f"{line} {msg}")
-    if len(errors) > limit:
-        lines.append(f"{source}: … and {len(errors) - limit} more errors")
-    return "\n".join(lines)

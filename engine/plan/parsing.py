@@ -1,0 +1,97 @@
+"""Strict JSON for plan files and readable validation errors (used by ``engine.plan.plan``).
+
+>>> parse_json('{"a": 1}', "plan.json")
+{'a': 1}
+>>> non_finite_path({"x": [1.0, float("nan")]})
+('x.1', nan)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.errors import PlanError
+
+# kinds of the discriminated ``merge`` list (pydantic puts the tag into error paths)
+KINDS = ("merge", "fold")
+
+
+def parse_json(text: str | bytes | bytearray, source: str) -> Any:
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not allowed (strict JSON)")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f"duplicate key {key!r}")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, parse_constant=no_constant, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise PlanError(
+            f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PlanError(f"{source}: not valid JSON (nested too deeply)") from None
+
+
+def non_finite_path(data: Any, prefix: str = "") -> tuple[str, float] | None:
+    """Dotted path and value of the first NaN/±inf float in nested JSON data, or None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return prefix, data
+    if isinstance(data, Mapping):
+        items: Iterable[tuple[Any, Any]] = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return None
+    for key, value in items:
+        found = non_finite_path(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_validation(exc: ValidationError, source: str, limit: int = 5) -> str:
+    """``source: field 'a.0.b' = value: message`` per error (first ``limit`` errors)."""
+    lines = []
+    errors = exc.errors()
+    for err in errors[:limit]:
+        loc = list(err["loc"])
+        # a discriminated union puts the tag into the path: merge.0.fold.keep → merge.0.keep
+        if len(loc) >= 3 and loc[0] == "merge" and isinstance(loc[1], int) and loc[2] in KINDS:
+            del loc[2]
+        where = ".".join(str(part) for part in loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        show_value = err["type"] not in ("missing", "value_error") and not isinstance(
+            value, Mapping
+        )
+        line = f"{source}:"
+        if where:
+            line += f" field {where!r}"
+            if show_value:
+                line += f" = {_short(value)}"
+            line += ":"
+        lines.append(f"{line} {msg}")
+    if len(errors) > limit:
+        lines.append(f"{source}: … and {len(errors) - limit} more errors")
+    return "\n".join(lines)
