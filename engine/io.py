@@ -14,7 +14,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 # mkstemp creates files 0600; give written files the mode open() would (0666 minus the umask).
 _UMASK = os.umask(0)
@@ -41,6 +45,30 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike[str], error: type[Exception]) -> Any:
+    """Parse ``path`` as UTF-8 JSON; a bad file is raised as ``error`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+
+
+def validate_json(data: Any, model: type[M], path: Any, error: type[Exception]) -> M:
+    """Validate parsed JSON with the pydantic ``model``; the first offending field is named."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise error(f"{path}: field {where!r}: {err['msg']}") from None
+
+
+def read_json_model(path: str | os.PathLike[str], model: type[M], error: type[Exception]) -> M:
+    """``read_json`` then ``validate_json``."""
+    return validate_json(read_json(path, error), model, path, error)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:

@@ -11,18 +11,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
+from pydantic import BaseModel, ConfigDict, NonNegativeInt
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from engine.errors import SnapshotError
-from engine.io import atomic_write_bytes, atomic_write_json
+from engine.io import atomic_write_bytes, atomic_write_json, read_json_model
 from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
 
 LAYOUT_FILE = "layout.json"
@@ -107,15 +106,9 @@ def load_layout(
     path = directory / LAYOUT_FILE
     if not path.is_file():
         return None
+    record = read_json_model(path, _Layout, SnapshotError)
     try:
-        record = _Layout.model_validate(json.loads(path.read_text(encoding="utf-8")))
         tensors: dict[str, Any] = st_load((directory / WEIGHTS_FILE).read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SnapshotError(f"{path}: not valid JSON ({exc})") from None
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise SnapshotError(f"{path}: field {where!r}: {err['msg']}") from None
     except (OSError, SafetensorError) as exc:
         raise SnapshotError(f"{directory / WEIGHTS_FILE}: unreadable ({exc})") from None
     _check_records(record, path)

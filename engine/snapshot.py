@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
+from pydantic import BaseModel, ConfigDict, NonNegativeInt
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from engine.errors import LayoutMismatchError, SnapshotError
-from engine.io import atomic_write_bytes, atomic_write_json
+from engine.io import atomic_write_bytes, atomic_write_json, read_json, validate_json
 from engine.stats import CoMoments, Moments, merge_comoments, merge_moments
 from engine.stats.moments import TENSOR_FIELDS
 
@@ -301,22 +301,15 @@ class StatsSnapshot:
                 raise SnapshotError(
                     f"{p}: missing (a snapshot folder holds {SUMMARY_FILE} and {ARRAYS_FILE})"
                 )
-        try:
-            raw = json.loads(summary_path.read_text(encoding="utf-8"))
-            record = _SnapshotRecord.model_validate(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"{summary_path}: not valid JSON ({exc})") from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise SnapshotError(f"{summary_path}: field {where!r}: {err['msg']}") from None
+        raw = read_json(summary_path, SnapshotError)
+        record = validate_json(raw, _SnapshotRecord, summary_path, SnapshotError)
         try:
             tensors = st_load(arrays_path.read_bytes())
             with safe_open(str(arrays_path), framework="pt") as fh:
                 stored = (fh.metadata() or {}).get("layers")
         except (SafetensorError, ValueError, OSError) as exc:
             raise SnapshotError(f"{arrays_path}: not a readable safetensors file ({exc})") from None
-        if stored is not None and stored != _layers_digest(raw["layers"]):
+        if stored is not None and stored != _layers_digest(raw["layers"]):  # as on disk
             raise SnapshotError(
                 f"{arrays_path} and {summary_path} do not belong together: the arrays were saved "
                 f"with another summary (a partial copy or an interrupted save?)"
