@@ -92,7 +92,7 @@ from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
 from engine.layout_params import is_depthwise, params_per_index, self_overlap
 from engine.layout_trace import ForwardFn, trace_graph
 
-__all__ = ["build_layout"]
+__all__ = ["build_layout", "build_layout_and_graph"]
 
 
 _PRUNE_ONLY = frozenset({"prune"})
@@ -124,6 +124,18 @@ def build_layout(
         ConfigurationError: an unknown layer name, a width that does not match the IDs, or a
             model output that does not depend on any parameter.
     """
+    return build_layout_and_graph(model, layers, example_inputs, forward_fn=forward_fn)[0]
+
+
+def build_layout_and_graph(
+    model: nn.Module,
+    layers: Mapping[str, Sequence[int]],
+    example_inputs: Any,
+    *,
+    forward_fn: ForwardFn | None = None,
+) -> tuple[ModelLayout, tp.DependencyGraph]:
+    """:func:`build_layout` and the dependency graph it was read from (one trace; surgery
+    resolves its coupled groups on the same graph)."""
     named = dict(model.named_modules())
     for name in layers:
         if name not in named or not name:
@@ -145,7 +157,7 @@ def build_layout(
     with torch.no_grad():
         for name, ids in layers.items():
             out[name] = _layer_layout(ctx, name, tracked[name], list(ids))
-    return ModelLayout(layers=out, total_params=total_params)
+    return ModelLayout(layers=out, total_params=total_params), graph
 
 
 # --- one layer -----------------------------------------------------------------------------

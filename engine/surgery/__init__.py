@@ -1,5 +1,12 @@
-"""Carrying out a plan on a live model and its optimizer (see ``engine.surgery.optimizer``)."""
+"""Carrying out a plan on a live model, its optimizer and its engine, as a transaction.
 
+``apply_plan(model, plan, optimizer, example_inputs)`` (or ``engine.apply(plan, optimizer)``)
+validates, resolves coupled groups with Torch-Pruning's dependency graph, applies every
+action on new tensors, measures the probe's output change, remaps the optimizer and the
+engine, and rolls everything back on any error. See ``engine.surgery.transaction``.
+"""
+
+from engine.surgery.gradmax import gradmax_gradient
 from engine.surgery.optimizer import (
     DimRemap,
     OptimizerRemapError,
@@ -10,13 +17,24 @@ from engine.surgery.optimizer import (
     remap_tensor,
     restore_optimizer,
 )
+from engine.surgery.records import ActionRecord, SurgeryListener, SurgeryRecord
+from engine.surgery.resizers import AxisSpec, Resizer, register_resizer
+from engine.surgery.transaction import apply_plan
 
 __all__ = [
+    "ActionRecord",
+    "AxisSpec",
     "DimRemap",
     "OptimizerRemapError",
     "OptimizerSnapshot",
     "ParamChange",
+    "Resizer",
+    "SurgeryListener",
+    "SurgeryRecord",
+    "apply_plan",
+    "gradmax_gradient",
     "optimizer_snapshot",
+    "register_resizer",
     "remap_optimizer",
     "remap_tensor",
     "restore_optimizer",
