@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from engine.errors import ConfigurationError, PlanValidationError, SurgeryError
+from engine.layers import layer_kind_for
 from engine.layout_builder import build_layout_and_graph
 from engine.plan import Plan, validate_plan
 from engine.plan.actions import ExpandAction, FoldAction, MergeAction, PruneAction
@@ -181,11 +182,18 @@ def _transaction(
     model, plan, optimizer, args, kwargs, ids, engine, gradients, epsilon,
     allow_output_changes, tolerance, measure, step, epoch, started, on_validated,
 ) -> SurgeryRecord:  # fmt: skip
-    unknown = [n for n in ids if n not in dict(model.named_modules()) or not n]
-    if unknown:
-        raise PlanValidationError(
-            [f"layer {n!r} is not a sub-module of the model" for n in unknown]
-        )
+    named = dict(model.named_modules())
+    problems = [f"layer {n!r} is not a sub-module of the model" for n in ids if n not in named]
+    for name, layer_ids in ids.items():
+        kind = layer_kind_for(named[name]) if name in named else None
+        width = None if kind is None else kind.units(named[name])
+        if name in named and width != len(layer_ids):
+            problems.append(
+                f"plan was made for layer {name!r} with {len(layer_ids)} units; the model's "
+                f"has {width} (a plan for another model, or one already applied?)"
+            )
+    if problems:
+        raise PlanValidationError(problems)
     layout, graph = build_layout_and_graph(
         model, ids, (args, kwargs), forward_fn=lambda m, inp: m(*inp[0], **inp[1])
     )
