@@ -6,6 +6,7 @@ Commands report bad input with exit code 2 and one message naming the problem (n
     neuron-engine plan outputs/quickstart/stats --config policies/default.yaml -o plan.json
     neuron-engine inspect plan.json
     neuron-engine report outputs/quickstart/stats --top 5 --threshold 0.95 -o report.txt
+    neuron-engine apply plan.json model.pt --model mypkg.models:make_mlp -o pruned.safetensors
 
 >>> build_parser().parse_args(["inspect", "outputs/quickstart/stats"]).command
 'inspect'
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import __version__
-from engine.errors import EngineError
+from engine.errors import ConfigurationError, EngineError
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -76,6 +77,47 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_apply(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.checkpoint import ModelSpec, apply_to_checkpoint
+
+    spec = None
+    if args.model:
+        try:
+            kwargs = json.loads(args.kwargs) if args.kwargs else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"--kwargs is not JSON: {exc}") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigurationError("--kwargs must be a JSON object")
+        spec = ModelSpec(factory=args.model, kwargs=kwargs)
+    if not args.dry_run and not args.output:
+        raise ConfigurationError("give -o OUT (or --dry-run)")
+    shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
+    _, record = apply_to_checkpoint(
+        args.plan, args.checkpoint, spec, None if args.dry_run else args.output,
+        input_shape=shape, input_dtype=args.input_dtype, dry_run=args.dry_run,
+    )  # fmt: skip
+    print(surgery_summary(record, dry_run=args.dry_run, out=args.output))
+    return 0
+
+
+def surgery_summary(record, *, dry_run: bool = False, out: str | None = None) -> str:
+    """A few lines per applied action: widths, parameters, output change."""
+    head = "DRY RUN (nothing written)" if dry_run else f"wrote {out}"
+    lines = [
+        f"{head}: parameters {record.params_before} → {record.params_after}, "
+        f"max output change {record.max_output_change_eval}"
+    ]
+    for a in record.actions:
+        lines.append(
+            f"  {a.label:<10} {a.layer!r}: width {a.width_before} → {a.width_after}, params "
+            f"{a.params_before} → {a.params_after}, Δout {a.max_output_change_eval:.3g}"
+            + (f" ({a.note})" if a.note else "")
+        )
+    return "\n".join(lines)
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -124,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here (atomically)")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("apply", help="apply a saved plan to a checkpoint (input never modified)")
+    p.add_argument("plan", help="plan.json")
+    p.add_argument("checkpoint", help="safetensors or PyTorch state dict (loaded weights_only)")
+    p.add_argument("--model", metavar="MODULE:FACTORY", help="builds the unmodified model")
+    p.add_argument("--kwargs", metavar="JSON", help="keyword arguments of the factory")
+    p.add_argument("--input-shape", metavar="N,…", help="probe batch shape, e.g. 2,3,32,32")
+    p.add_argument("--input-dtype", default="float32", help="probe dtype (default float32)")
+    p.add_argument("-o", "--output", metavar="OUT", help="modified checkpoint (safetensors)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    p.set_defaults(func=_cmd_apply)
     return parser
 
 
@@ -136,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
     from torch.linalg import LinAlgError
 
-    where = getattr(args, "path", None) or getattr(args, "stats", None) or "input"
+    where = (
+        getattr(args, "path", None) or getattr(args, "stats", None)
+        or getattr(args, "checkpoint", None) or "input"
+    )  # fmt: skip
     # Bad input reaches these as ordinary exceptions; anything else is a bug and keeps its
     # traceback (no bare ``except Exception``).
     try:

@@ -1,0 +1,238 @@
+"""Apply a saved plan to a checkpoint, and rebuild a modified model without pickle.
+
+Input checkpoints load safely: safetensors files, or PyTorch files through
+``torch.load(weights_only=True)`` (a state dict, or a dict holding one under ``state_dict`` /
+``model``); a file holding pickled objects is refused. The input is never modified.
+
+The output is one safetensors file (written atomically) with the modified weights and, in its
+header, the **model spec** (``package.module:factory`` and JSON keyword arguments), the probe
+input's shape and dtype, and every **applied plan** in order. :func:`load` rebuilds the model
+from the spec, replays the plans' structure (shapes only) and loads the weights.
+
+>>> import tempfile, os, torch
+>>> from engine.plan import Plan, PruneAction
+>>> spec = ModelSpec(factory="torch.nn:Linear", kwargs={"in_features": 3, "out_features": 2})
+>>> d = tempfile.mkdtemp()
+>>> save(os.path.join(d, "m.safetensors"), spec.build(), spec, [], input_shape=[2, 3])
+PosixPath('.../m.safetensors')
+>>> load(os.path.join(d, "m.safetensors")).weight.shape
+torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
+from torch import nn
+
+from engine.errors import ConfigurationError, EngineError
+from engine.io import atomic_write_bytes
+from engine.plan import Plan
+from engine.plan.actions import ExpandAction
+from engine.surgery import SurgeryRecord, apply_plan
+
+__all__ = ["CheckpointError", "ModelSpec", "apply_to_checkpoint", "load", "load_state", "save"]
+
+FORMAT = "neuron-engine.checkpoint"
+
+
+class CheckpointError(EngineError, ValueError):
+    """A checkpoint cannot be read safely, or does not fit the model spec."""
+
+
+class ModelSpec(BaseModel):
+    """How to build the unmodified model: ``factory`` is ``package.module:callable``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"model factory {self.factory!r}: {exc}") from None
+        model = obj(**self.kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigurationError(
+                f"model factory {self.factory!r} returned {type(model).__name__}, not nn.Module"
+            )
+        return model
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = FORMAT
+    version: int = 1
+    model: ModelSpec
+    input_shape: list[int]
+    input_dtype: str = "float32"
+    plans: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _example(shape: list[int], dtype: str) -> torch.Tensor:
+    dt = getattr(torch, dtype, None)
+    if not isinstance(dt, torch.dtype):
+        raise CheckpointError(f"unknown input dtype {dtype!r}")
+    if dt.is_floating_point:
+        return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dt)
+    return torch.zeros(shape, dtype=dt)
+
+
+def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], _Header | None]:
+    """The tensors of a checkpoint file, and its header when it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        header = None
+        if meta.get("format") == FORMAT:
+            header = _Header.model_validate_json(meta["neuron_engine"])
+        return tensors, header
+    except SafetensorError:
+        pass  # not safetensors: try PyTorch's format, without pickle
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed neuron-engine header ({exc})") from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "pickled objects"
+        raise CheckpointError(
+            f"{path}: refused: the file holds pickled Python objects, which are never loaded "
+            f"(weights_only=True said: {first}); save a state_dict or use safetensors"
+        ) from None
+    except Exception as exc:  # zip/format errors from torch.load
+        raise CheckpointError(f"{path}: not a safetensors or PyTorch checkpoint ({exc})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return dict(data), None
+
+
+def _replay(model: nn.Module, plans: list[Plan], example: torch.Tensor) -> None:
+    """Replay the plans' structure (values are loaded afterwards)."""
+    for plan in plans:
+        structural = [
+            a.model_copy(update={"init": "zero_outgoing"})
+            if isinstance(a, ExpandAction) and a.init == "gradmax"
+            else a
+            for a in plan.actions()
+        ]
+        plan = Plan.create(structural, plan.layout)
+        apply_plan(model, plan, example_inputs=example, measure="none", allow_output_changes=True)
+
+
+def save(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    spec: ModelSpec,
+    plans: list[Plan],
+    *,
+    input_shape: list[int],
+    input_dtype: str = "float32",
+) -> Path:
+    """Write ``model``'s weights with the spec and applied plans (atomically)."""
+    header = _Header(
+        model=spec, input_shape=list(input_shape), input_dtype=input_dtype,
+        plans=[p.to_json() for p in plans],
+    )  # fmt: skip
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "neuron_engine": header.model_dump_json()}
+    data = save_bytes(tensors, metadata=meta)
+    return atomic_write_bytes(path, data)
+
+
+def load(path: str | os.PathLike[str]) -> nn.Module:
+    """Rebuild a model written by :func:`save` / :func:`apply_to_checkpoint`: build it from
+    its spec, replay the applied plans' structure, load the weights (strictly)."""
+    tensors, header = load_state(path)
+    if header is None:
+        raise CheckpointError(f"{path}: not a neuron-engine checkpoint (no model spec inside)")
+    model = header.model.build()
+    _replay(model, [Plan.loads(p) for p in header.plans],
+            _example(header.input_shape, header.input_dtype))  # fmt: skip
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the rebuilt model: {exc}") from None
+    return model
+
+
+def apply_to_checkpoint(
+    plan: Plan | str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    spec: ModelSpec | None,
+    out: str | os.PathLike[str] | None,
+    *,
+    input_shape: list[int] | None = None,
+    input_dtype: str = "float32",
+    dry_run: bool = False,
+) -> tuple[nn.Module, SurgeryRecord]:
+    """Apply ``plan`` to the model in ``checkpoint`` and write the result to ``out``.
+
+    ``spec`` builds the model (optional when the checkpoint is one of ours, which carries its
+    spec and earlier plans). ``input_shape``: the probe batch's shape (default: one taken
+    from the checkpoint, or ``[2, in_features]`` for a model starting with a Linear).
+    With ``dry_run`` nothing is written. Returns the modified model and the record.
+    """
+    if out is not None and Path(out).resolve() == Path(checkpoint).resolve():
+        raise CheckpointError(f"{out}: the output must not overwrite the input checkpoint")
+    plan = plan if isinstance(plan, Plan) else Plan.load(plan)
+    tensors, header = load_state(checkpoint)
+    earlier: list[Plan] = []
+    if header is not None:
+        spec = spec or header.model
+        earlier = [Plan.loads(p) for p in header.plans]
+        input_shape = input_shape or header.input_shape
+        input_dtype = header.input_dtype if input_shape == header.input_shape else input_dtype
+    if spec is None:
+        raise ConfigurationError("a model spec (--model package.module:factory) is needed")
+    model = spec.build()
+    shape = input_shape or _default_shape(model)
+    example = _example(shape, input_dtype)
+    _replay(model, earlier, example)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{checkpoint}: weights do not fit {spec.factory}: {first}") from None
+    record = apply_plan(model, plan, example_inputs=example)
+    if not dry_run and out is not None:
+        save(out, model, spec, [*earlier, plan], input_shape=shape, input_dtype=input_dtype)
+    return model, record
+
+
+def _default_shape(model: nn.Module) -> list[int]:
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d,
+                                                                nn.Embedding))), None)  # fmt: skip
+    if isinstance(first, nn.Linear):
+        return [2, first.in_features]
+    raise ConfigurationError(
+        "cannot guess the model's input shape: pass --input-shape (e.g. 2,3,32,32)"
+    )
+
+
+def dump_header(path: str | os.PathLike[str]) -> str:
+    """The checkpoint's header as indented JSON (for ``inspect``)."""
+    _, header = load_state(path)
+    return json.dumps(None if header is None else header.model_dump(), indent=2)
