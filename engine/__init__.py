@@ -22,9 +22,11 @@ from engine.errors import (
     LayerNotFoundError,
     LayoutMismatchError,
     NeuronNotFoundError,
+    OptimizerRemapError,
     PlanError,
     PlanValidationError,
     SnapshotError,
+    SurgeryError,
     TrackingStateError,
 )
 from engine.history import EpochRecord, TrainingHistory
@@ -45,6 +47,7 @@ from engine.plan import (
 from engine.preview import preview_plan
 from engine.snapshot import LayerSnapshot, StatsSnapshot
 from engine.stats import CoMoments, Moments, NeuronAccumulator, merge_comoments, merge_moments
+from engine.surgery import ActionRecord, SurgeryListener, SurgeryRecord, apply_plan
 
 __all__ = [
     "CoMoments",
@@ -88,4 +91,40 @@ __all__ = [
     "register_layer_kind",
     "validate_plan",
     "validation_problems",
+]
+
+from engine.weights import (
+    ChangeLog,
+    ChangeLogError,
+    SnapshotStore,
+    WeightComparison,
+    WeightShapeMismatchError,
+    WeightSnapshot,
+    WeightSnapshotError,
+    WeightTracker,
+    WeightTrackingError,
+    capture_weights,
+    compare_series,
+    compare_snapshots,
+)
+
+__all__ += [
+    "ActionRecord",
+    "ChangeLog",
+    "ChangeLogError",
+    "OptimizerRemapError",
+    "SnapshotStore",
+    "SurgeryError",
+    "SurgeryListener",
+    "SurgeryRecord",
+    "WeightComparison",
+    "WeightShapeMismatchError",
+    "WeightSnapshot",
+    "WeightSnapshotError",
+    "WeightTracker",
+    "WeightTrackingError",
+    "apply_plan",
+    "capture_weights",
+    "compare_series",
+    "compare_snapshots",
 ]
