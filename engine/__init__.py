@@ -13,6 +13,20 @@
 __version__ = "0.1.0"
 
 from engine.core import NeuronEngine, TrackedLayer
+from engine.dynamics import (
+    DynamicsConfigError,
+    DynamicsError,
+    GradientHistory,
+    GradientTracker,
+    LayerSimilarityHistory,
+    MinibatchCKA,
+    NeighbourCountError,
+    RepresentationDynamics,
+    RepresentationStore,
+    capture_outputs,
+    cka_matrix,
+    linear_cka,
+)
 from engine.errors import (
     ConfigurationError,
     CorrelationLimitError,
@@ -112,7 +126,16 @@ __all__ += [
     "ActionRecord",
     "ChangeLog",
     "ChangeLogError",
+    "DynamicsConfigError",
+    "DynamicsError",
+    "GradientHistory",
+    "GradientTracker",
+    "LayerSimilarityHistory",
+    "MinibatchCKA",
+    "NeighbourCountError",
     "OptimizerRemapError",
+    "RepresentationDynamics",
+    "RepresentationStore",
     "SnapshotStore",
     "SurgeryError",
     "SurgeryListener",
@@ -124,7 +147,10 @@ __all__ += [
     "WeightTracker",
     "WeightTrackingError",
     "apply_plan",
+    "capture_outputs",
     "capture_weights",
+    "cka_matrix",
     "compare_series",
     "compare_snapshots",
+    "linear_cka",
 ]

@@ -372,3 +372,33 @@ class NeuronEngine:
         for listener in listeners:
             listener.after_surgery(self.model, record)
         return record
+
+    # --- training dynamics ----------------------------------------------------------------
+    def gradient_tracker(self, **kwargs: Any) -> Any:
+        """The engine's ``engine.dynamics.GradientTracker`` (created on first use with
+        ``kwargs``; parameters are looked up by name, so it follows surgery)."""
+        from engine.dynamics import GradientTracker
+
+        tracker = getattr(self, "_gradient_tracker", None)
+        if tracker is None:
+            tracker = self._gradient_tracker = GradientTracker(self.model, **kwargs)
+        elif kwargs:
+            raise ConfigurationError(
+                f"the gradient tracker already exists; options {sorted(kwargs)} apply only "
+                f"on first use"
+            )
+        return tracker
+
+    @contextmanager
+    def gradient_tracking(self, optimizer: torch.optim.Optimizer, **kwargs: Any) -> Iterator[Any]:
+        """``with engine.gradient_tracking(opt):`` records gradient dynamics before each
+        ``opt.step()``; the optimizer hook is removed on exit, also when the block raises."""
+        with self.gradient_tracker(**kwargs).tracking(optimizer) as tracker:
+            yield tracker
+
+    def representation_dynamics(self, probe_inputs: Any, **kwargs: Any) -> Any:
+        """An ``engine.dynamics.RepresentationDynamics`` over this engine's tracked layers,
+        captured at their observation points (post-activation)."""
+        from engine.dynamics import RepresentationDynamics
+
+        return RepresentationDynamics(self, probe_inputs, **kwargs)
