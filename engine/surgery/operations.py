@@ -118,7 +118,6 @@ def _slice_shape(t: Tensor, spec: AxisSpec, count: int) -> list[int]:
 def expand_units(
     ws: Workspace,
     members: list[GroupMember],
-    layer_module: nn.Module,
     count: int,
     init: str,
     sources: list[int] | None,

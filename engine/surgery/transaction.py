@@ -54,8 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["apply_plan"]
 
-EXACT_KINDS = {"merge": "exact for duplicates", "prune": "exact for constant units"}
-
 
 def _split_inputs(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(example_inputs, Mapping):
@@ -228,7 +226,10 @@ def _transaction(
             members = groups[action.layer]
             before = _shapes(ws, members)
             p0, w0 = _params(model), book.width(action.layer)
-            notes, exact = _apply_one(ws, members, action, book, gradients, epsilon, model)
+            notes, exact = _apply_one(ws, members, action, book, gradients, epsilon)
+            if any(isinstance(m.module, nn.LayerNorm) for m in members):
+                exact = False  # the unit axis is normalised over: every removal or copy moves it
+                notes.append("LayerNorm over the units: approximate, read the measured change")
             change = probe.max_change() if probe is not None and measure == "action" else {}
             if tolerance is not None and exact and (change.get("eval") or 0.0) > tolerance:
                 raise SurgeryError(
@@ -274,7 +275,7 @@ def _transaction(
     )  # fmt: skip
 
 
-def _apply_one(ws, members, action, book, gradients, epsilon, model) -> tuple[list[str], bool]:
+def _apply_one(ws, members, action, book, gradients, epsilon) -> tuple[list[str], bool]:
     """One action; returns (notes, whether it is expected to preserve the function)."""
     if isinstance(action, PruneAction):
         values = action.constant_values
@@ -306,12 +307,11 @@ def _apply_one(ws, members, action, book, gradients, epsilon, model) -> tuple[li
         if action.init == "gradmax":
             outgoing = gradmax_outgoing(ws, members, gradients[action.layer], action.count)
         notes = expand_units(
-            ws, members, model.get_submodule(action.layer), action.count, action.init,
+            ws, members, action.count, action.init,
             list(action.source_indices or []) or None, action.noise, outgoing,
             epsilon if action.init == "gradmax" else 0.0,
         )  # fmt: skip
         book.grow(action.layer, action.count, action.source_indices if action.init == "net2net"
                   else None)  # fmt: skip
-        exact = action.init in ("net2net", "zero_outgoing") and not action.noise
-        return notes, exact and not any("LayerNorm" in type(m.module).__name__ for m in members)
+        return notes, action.init in ("net2net", "zero_outgoing") and not action.noise
     raise SurgeryError(f"unknown action {action!r}")  # pragma: no cover

@@ -84,9 +84,6 @@ class Workspace:
             raise SurgeryError(f"{member.name}: positions {original} were already removed")
         return cur
 
-    def width(self, member: GroupMember) -> int:
-        return int(self._map(member).numel())
-
     def get(self, module: nn.Module, path: str) -> Tensor | None:
         owner, name = _owner(module, path)
         return getattr(owner, name, None)

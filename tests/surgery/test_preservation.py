@@ -171,3 +171,12 @@ def test_noise_breaks_symmetry_and_is_recorded():
     record = apply_plan(model, plan, example_inputs=inputs_for(model))
     assert not torch.equal(model[0].weight[10], model[0].weight[1])
     assert not record.actions[0].exact_expected and "noise" in record.actions[0].note
+
+
+def test_layernorm_prune_is_not_claimed_exact():
+    model = seeded_model(LayerNormMLP)
+    make_dead(model.fc1, [4])  # dead before the norm is not dead after it
+    plan = plan_for(model, ["fc1", "fc2"], [prune("fc1", [4])])
+    record = apply_plan(model, plan, example_inputs=inputs_for(model))
+    assert not record.actions[0].exact_expected and "LayerNorm" in record.actions[0].note
+    assert record.actions[0].max_output_change is not None
