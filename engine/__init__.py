@@ -30,6 +30,7 @@ from engine.dynamics import (
 from engine.errors import (
     ConfigurationError,
     CorrelationLimitError,
+    DatasetError,
     EngineError,
     FingerprintMismatchError,
     HistoryError,
@@ -59,6 +60,7 @@ from engine.plan import (
     validation_problems,
 )
 from engine.preview import preview_plan
+from engine.schedule import SurgerySchedule
 from engine.snapshot import LayerSnapshot, StatsSnapshot
 from engine.stats import CoMoments, Moments, NeuronAccumulator, merge_comoments, merge_moments
 from engine.surgery import ActionRecord, SurgeryListener, SurgeryRecord, apply_plan
@@ -68,6 +70,7 @@ __all__ = [
     "ConfigurationError",
     "ConsumerSlice",
     "CorrelationLimitError",
+    "DatasetError",
     "EngineError",
     "EpochRecord",
     "ExpandAction",
@@ -140,6 +143,7 @@ __all__ += [
     "SurgeryError",
     "SurgeryListener",
     "SurgeryRecord",
+    "SurgerySchedule",
     "WeightComparison",
     "WeightShapeMismatchError",
     "WeightSnapshot",

@@ -86,3 +86,8 @@ class OptimizerRemapError(SurgeryError, ValueError):
     """A parameter change is inconsistent (shapes, dims, indices) or cannot be applied to the
     optimizer's state; the message names the parameter's shape, the dim and the state entry.
     Raised before anything is modified."""
+
+
+class DatasetError(EngineError, ValueError):
+    """A data set is missing, malformed, or needs a package that is not installed (the message
+    says which file or package and how to get it)."""

@@ -1,0 +1,112 @@
+"""Shared pieces of the demo scripts: arguments, models, one training epoch, accuracy.
+
+The demos are scripts (``python demos/NAME.py``); this module sits beside them and is imported
+as ``demo_utils`` (the script's folder is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from anywhere without installing the package
+    sys.path.insert(0, str(REPO))
+
+from engine.data import DataSplit, load_digits_split  # noqa: E402
+from engine.errors import DatasetError  # noqa: E402
+
+
+def demo_arguments(name: str, description: str, fast_help: str) -> argparse.ArgumentParser:
+    """Arguments every demo takes: ``--fast``, ``--out`` (default outputs/NAME), ``--seed``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--fast", action="store_true", help=fast_help)
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / name)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def digits(seed: int, *, fast: bool, images: bool = False) -> DataSplit:
+    """Digits split for a demo; a clear exit message when scikit-learn is missing."""
+    try:
+        return load_digits_split(seed, subset=600 if fast else None, images=images)
+    except DatasetError as exc:
+        sys.exit(str(exc))
+
+
+def mlp(widths: Sequence[int] = (128, 64), inputs: int = 64, classes: int = 10) -> nn.Sequential:
+    """``Linear → ReLU`` blocks named fc1, relu1, … and an output layer ``fc_out``."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    previous = inputs
+    for i, width in enumerate(widths, start=1):
+        layers[f"fc{i}"] = nn.Linear(previous, width)
+        layers[f"relu{i}"] = nn.ReLU()
+        previous = width
+    layers["fc_out"] = nn.Linear(previous, classes)
+    return nn.Sequential(layers)
+
+
+def small_cnn(channels: Sequence[int] = (16, 32), hidden: int = 64, classes: int = 10) -> nn.Module:
+    """A small conv net for 1×8×8 digits: conv-BN-ReLU ×2 (second one strided), pooled head."""
+    c1, c2 = channels
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, c1, 3, padding=1),
+            bn1=nn.BatchNorm2d(c1),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(c1, c2, 3, padding=1, stride=2),
+            bn2=nn.BatchNorm2d(c2),
+            relu2=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(2),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(c2 * 4, hidden),
+            relu3=nn.ReLU(),
+            fc_out=nn.Linear(hidden, classes),
+        )
+    )
+
+
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 64,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
+    """One pass over ``(x, y)`` in shuffled mini-batches; returns (mean loss, accuracy)."""
+    model.train()
+    order = torch.randperm(len(x), generator=generator)
+    loss_sum = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.long)
+    for idx in order.split(batch):
+        logits = model(x[idx])
+        loss = F.cross_entropy(logits, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y[idx]).sum()
+    return float(loss_sum) / len(x), int(correct) / len(x)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return float((model(x).argmax(1) == y).float().mean())
+    finally:
+        model.train(was_training)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

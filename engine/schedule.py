@@ -1,0 +1,100 @@
+"""Self-modifying training in one line per epoch: propose and apply plans on a schedule.
+
+``SurgerySchedule`` wraps the four steps a training loop needs every few epochs: run the
+policies on the statistics gathered since the last surgery, save the plan, apply it to the live
+model and optimizer, and start the statistics afresh for the new shapes.
+
+>>> import torch, torch.nn as nn
+>>> from engine import NeuronEngine
+>>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+>>> with torch.no_grad():  # units 0 and 1 never fire
+...     model[0].bias[:2] = -100.0
+>>> opt = torch.optim.Adam(model.parameters())
+>>> engine = NeuronEngine(model)
+>>> schedule = SurgerySchedule(engine, opt, {"policies": [{"name": "dead"}]}, every=2)
+>>> for epoch in range(4):
+...     with engine.tracking():
+...         _ = model(torch.randn(128, 4))  # the training epoch
+...     record = schedule.epoch_end(epoch)
+>>> [r.epoch for r in schedule.records], model[0].out_features
+([1], 6)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.errors import ConfigurationError
+from engine.plan import Plan
+from engine.surgery import SurgeryRecord
+
+
+class SurgerySchedule:
+    """Propose and apply a plan at the end of every ``every``-th epoch.
+
+    Args:
+        engine: the ``NeuronEngine`` watching the model (its statistics feed the policies).
+        optimizer: the optimizer training the model; its state follows every surgery.
+        config: policies (YAML path, mapping, ``PolicyConfig`` or list; None: the defaults).
+        every: epochs between surgeries (the first at the end of epoch ``start + every - 1``).
+        start: first epoch counted by the schedule (epochs before it never trigger surgery).
+        stop: no surgery at or after this epoch (leave the last epochs to fine-tune).
+        plans_dir: where each plan is saved as ``plan-epoch{E}.json`` (also empty ones).
+        apply_options: passed to ``engine.apply`` (e.g. ``measure="plan"``).
+
+    ``epoch_end(epoch)`` returns the ``SurgeryRecord`` when a plan with actions was applied,
+    else None; ``plans`` and ``records`` keep every proposed plan and applied record.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        optimizer: torch.optim.Optimizer | None,
+        config: Any = None,
+        *,
+        every: int = 3,
+        start: int = 0,
+        stop: int | None = None,
+        plans_dir: str | Path | None = None,
+        **apply_options: Any,
+    ) -> None:
+        if every < 1:
+            raise ConfigurationError(f"every must be a positive number of epochs, got {every}")
+        if stop is not None and stop <= start:
+            raise ConfigurationError(f"stop ({stop}) must come after start ({start})")
+        self.engine = engine
+        self.optimizer = optimizer
+        self.config = config
+        self.every = every
+        self.start = start
+        self.stop = stop
+        self.plans_dir = Path(plans_dir) if plans_dir is not None else None
+        self.apply_options = apply_options
+        self.plans: list[tuple[int, Plan]] = []
+        self.records: list[SurgeryRecord] = []
+
+    def due(self, epoch: int) -> bool:
+        """Whether ``epoch_end(epoch)`` will propose a plan."""
+        if epoch < self.start or (self.stop is not None and epoch >= self.stop):
+            return False
+        return (epoch - self.start + 1) % self.every == 0
+
+    def epoch_end(self, epoch: int, *, step: int | None = None) -> SurgeryRecord | None:
+        """Propose, save and apply a plan if ``epoch`` is due; then reset the statistics."""
+        if not self.due(epoch):
+            return None
+        plan = self.engine.propose(self.config)
+        self.plans.append((epoch, plan))
+        if self.plans_dir is not None:
+            plan.save(self.plans_dir / f"plan-epoch{epoch:03d}.json")
+        record = None
+        if any(True for _ in plan.actions()):
+            record = self.engine.apply(
+                plan, self.optimizer, epoch=epoch, step=step, **self.apply_options
+            )
+            self.records.append(record)
+        self.engine.reset()  # statistics of the old shapes say nothing about the new ones
+        return record
