@@ -154,10 +154,9 @@ def expand_units(
             ws.set(module, path, wm.to(w.dtype).movedim(0, dim))
 
         def init_slices(
-            spec: AxisSpec, t: Tensor, n: int, member=member, module=module, resizer=resizer,
-            per_unit=per_unit,
+            spec: AxisSpec, t: Tensor, n: int, member=member, module=module, resizer=resizer
         ) -> Tensor:  # fmt: skip
-            shape = _slice_shape(t, spec, n * per_unit)
+            shape = _slice_shape(t, spec, n)  # n = count · positions per unit
             name = spec.path.rpartition(".")[2]
             if init == "net2net":
                 new = _copies(ws, member, spec, t, sources)

@@ -126,6 +126,22 @@ def test_cnn_bn_prune_merge_expand(flatten):
         assert model[7].in_features == 7 * 16
 
 
+@pytest.mark.parametrize("init", ["zero_outgoing", "random"])
+def test_growth_through_flatten_adds_every_position(init):
+    # Regression: non-copy growth sized the new slices count·P·P instead of count·P when the
+    # consumer reads each channel at P = H·W flattened positions.
+    model = seeded_model(lambda: cnn_bn(flatten=True))
+    x = inputs_for(model)
+    ref = outputs(model, x)
+    action = ExpandAction(layer="3", count=2, init=init, reason="saturated")
+    record = apply_plan(model, plan_for(model, ["0", "3", "7"], [action]), example_inputs=x)
+    assert model[3].out_channels == 8 and model[7].weight.shape == (4, 8 * 16)
+    change = (outputs(model, x) - ref).abs().max().item()
+    if init == "zero_outgoing":  # new channels reach the head through zero columns
+        assert change <= TOL and record.actions[0].exact_expected
+        assert torch.count_nonzero(model[7].weight[:, 6 * 16 :]) == 0
+
+
 def test_residual_cnn_internal_and_coupled_stream():
     model = seeded_model(ResidualCNN)
     make_dead(model.conv1, [3], norm=model.bn1)
