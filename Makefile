@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine:
-#   make demo   set up .venv and run the main demo (outputs under outputs/)
+#   make demo   set up .venv and run the self-modifying training demo (outputs/self_modifying/)
 #   make test   set up .venv, lint, and run the test suite
 VENV_PY := .venv/bin/python
 
@@ -9,7 +9,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(VENV_PY) demos/quickstart.py
+	$(VENV_PY) demos/self_modifying.py
 
 lint: setup
 	$(VENV_PY) -m ruff check .

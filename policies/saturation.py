@@ -36,6 +36,9 @@ class SaturationSettings(PolicySettings):
     init: InitMethod = "net2net"
     noise: float = Field(default=0.0, ge=0.0)
     min_samples: int = Field(default=100, ge=1)
+    # A layer that an earlier policy of the same plan shrinks is not also grown: the two
+    # signals contradict each other, and growing what was just pruned only churns units.
+    skip_shrinking_layers: bool = True
 
 
 @register_policy
@@ -48,6 +51,8 @@ class SaturationPolicy(PerLayerPolicy):
     ) -> list[Action]:
         s = self.settings
         if guard.why_frozen(name, "expand") is not None or layout.layers[name].is_output:
+            return []
+        if s.skip_shrinking_layers and guard.removed[name] > 0:
             return []
         busy = float((layer.firing_rate >= s.unit_firing_rate).double().mean())
         saturation = float(layer.saturation.mean()) if layer.bounds is not None else None

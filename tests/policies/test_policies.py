@@ -227,12 +227,16 @@ def test_saturation_sources_avoid_units_claimed_earlier_and_cycle_over_free_ones
     claimed = {u for a in actions if a.kind != "expand" for u in _units(a)}
     assert [a.kind for a in actions] == ["prune", "fold"]  # every unit of '0' claimed: no expand
     assert claimed == set(range(10))
-    # Only the dead units claimed: the sources are the 8 free units (busiest first), cycled.
+    # By default a layer this plan shrinks is not also grown.
+    grow = dict(layer_fraction=0.5, min_samples=1, growth_fraction=1.0)
+    cfg = PolicyConfig([DeadUnitPolicy(min_samples=1), SaturationPolicy(**grow)],
+                       GuardSettings(min_width=1))  # fmt: skip
+    assert [a.kind for a in propose_actions(snap, layout, cfg)] == ["prune"]
+    # Allowed to: the sources are the 8 free units (busiest first), cycled.
     cfg = PolicyConfig(
-        [DeadUnitPolicy(min_samples=1), SaturationPolicy(layer_fraction=0.5, min_samples=1,
-                                                         growth_fraction=1.0)],
+        [DeadUnitPolicy(min_samples=1), SaturationPolicy(**grow, skip_shrinking_layers=False)],
         GuardSettings(min_width=1),
-    )  # fmt: skip
+    )
     prune, expand = propose_actions(snap, layout, cfg)
     assert prune.local_indices == [0, 1] and expand.count == 10
     assert not set(expand.source_indices) & {0, 1}
