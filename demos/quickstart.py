@@ -15,100 +15,38 @@ Writes, under the output folder:
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections import OrderedDict
-from pathlib import Path
 
+import demo_utils as du
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from engine import NeuronEngine
 from engine.report import full_report, layer_summary_report, save_report
 
-REPO = Path(__file__).resolve().parents[1]
-SEED = 0
-
-
-def load_digits_tensors(fast: bool) -> tuple[torch.Tensor, ...]:
-    """Digits (1797 8×8 images, bundled with scikit-learn) scaled to [0, 1], split 80/20."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        sys.exit("this demo needs scikit-learn: pip install -e '.[demos]'")
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SEED))
-    if fast:
-        order = order[:600]
-    split = int(0.8 * len(order))
-    train, test = order[:split], order[split:]
-    return x[train], y[train], x[test], y[test]
-
-
-def build_model() -> nn.Module:
-    return nn.Sequential(
-        OrderedDict(
-            fc1=nn.Linear(64, 128),
-            relu1=nn.ReLU(),
-            fc2=nn.Linear(128, 64),
-            relu2=nn.ReLU(),
-            fc_out=nn.Linear(64, 10),
-        )
-    )
-
-
-def train_epoch(
-    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch: int
-) -> tuple[float, float]:
-    model.train()
-    order = torch.randperm(len(x))
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(x), batch):
-        idx = order[start : start + batch]
-        logits = model(x[idx])
-        loss = F.cross_entropy(logits, y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss_sum += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y[idx]).sum())
-    return loss_sum / len(x), correct / len(x)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    return float((model(x).argmax(1) == y).float().mean())
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="2 epochs on a subset")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "quickstart")
+    parser = du.demo_arguments("quickstart", __doc__.splitlines()[0], "2 epochs on a subset")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --fast)")
     args = parser.parse_args(argv)
     epochs = args.epochs or (2 if args.fast else 10)
 
-    torch.manual_seed(SEED)
-    x_train, y_train, x_test, y_test = load_digits_tensors(args.fast)
-    model = build_model()
+    torch.manual_seed(args.seed)
+    data = du.digits(args.seed, fast=args.fast)
+    model = du.mlp((128, 64))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     engine = NeuronEngine(model, correlation=True)
 
     test_acc = 0.0
     for epoch in range(epochs):
         with engine.tracking():  # only the training forwards are observed
-            loss, train_acc = train_epoch(model, opt, x_train, y_train, batch=64)
-        test_acc = accuracy(model, x_test, y_test)
+            loss, train_acc = du.train_epoch(model, opt, data.x_train, data.y_train)
+        test_acc = du.accuracy(model, data.x_test, data.y_test)
         engine.log_epoch(epoch, loss=loss, accuracy=train_acc, test_accuracy=test_acc)
         print(
             f"epoch {epoch + 1}/{epochs}  loss {loss:.4f}  acc {train_acc:.3f}  test {test_acc:.3f}"
         )
 
-    out: Path = args.out
+    out = args.out
     snapshot = engine.snapshot(
         with_layout=True, demo="quickstart", epochs=epochs, test_accuracy=round(test_acc, 4)
     )
