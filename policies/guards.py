@@ -26,8 +26,8 @@ from engine.layout import ModelLayout
 class GuardSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    min_width: int = Field(default=1, ge=1, description="never shrink a layer below this")
-    min_keep_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_width: int = Field(default=4, ge=1, description="never shrink a layer below this")
+    min_keep_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
     protected: list[str] = Field(default_factory=list, description="names or fnmatch patterns")
     allow_output_changes: bool = Field(
         default=False, description="allow removing units of output layers (logits): rarely right"
