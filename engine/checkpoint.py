@@ -232,7 +232,30 @@ def _default_shape(model: nn.Module) -> list[int]:
     )
 
 
-def dump_header(path: str | os.PathLike[str]) -> str:
-    """The checkpoint's header as indented JSON (for ``inspect``)."""
-    _, header = load_state(path)
-    return json.dumps(None if header is None else header.model_dump(), indent=2)
+def checkpoint_summary(path: str | os.PathLike[str]) -> str:
+    """What a checkpoint holds, as text (``python -m engine inspect CKPT`` prints it): the model
+    spec and the plans applied so far (our safetensors files), then every tensor's shape.
+
+    >>> import tempfile, torch
+    >>> from safetensors.torch import save_file
+    >>> f = Path(tempfile.mkdtemp()) / "m.safetensors"
+    >>> save_file({"fc.weight": torch.zeros(3, 4), "fc.bias": torch.zeros(3)}, f)
+    >>> print(checkpoint_summary(f))  # doctest: +ELLIPSIS
+    checkpoint .../m.safetensors: 2 tensors, 15 values
+    no engine header (a plain state dict)
+      fc.bias    [3]
+      fc.weight  [3, 4]
+    """
+    state, header = load_state(path)
+    lines = [f"checkpoint {path}: {len(state)} tensors, {sum(t.numel() for t in state.values())} "
+             f"values"]  # fmt: skip
+    if header is None:
+        lines.append("no engine header (a plain state dict)")
+    else:
+        kwargs = json.dumps(header.model.kwargs) if header.model.kwargs else ""
+        lines.append(f"model {header.model.factory} {kwargs}".rstrip())
+        lines.append(f"input {header.input_dtype} {header.input_shape}")
+        lines.append(f"plans applied: {len(header.plans)}")
+    width = max((len(name) for name in state), default=0)
+    lines += [f"  {name:<{width}}  {list(t.shape)}" for name, t in sorted(state.items())]
+    return "\n".join(lines)

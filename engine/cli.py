@@ -5,6 +5,7 @@ Commands report bad input with exit code 2 and one message naming the problem (n
     neuron-engine inspect outputs/quickstart/stats
     neuron-engine plan outputs/quickstart/stats --config policies/default.yaml -o plan.json
     neuron-engine inspect plan.json
+    neuron-engine inspect pruned.safetensors
     neuron-engine report outputs/quickstart/stats --top 5 --threshold 0.95 -o report.txt
     neuron-engine apply plan.json model.pt --model mypkg.models:make_mlp -o pruned.safetensors
 
@@ -22,12 +23,19 @@ from pathlib import Path
 from engine import __version__
 from engine.errors import ConfigurationError, EngineError
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from engine.plan import Plan
     from engine.report import layer_summary_report
     from engine.snapshot import StatsSnapshot
 
+    if Path(args.path).suffix in CHECKPOINT_SUFFIXES:
+        from engine.checkpoint import checkpoint_summary
+
+        print(checkpoint_summary(args.path))
+        return 0
     if Path(args.path).is_file():  # a plan (ours or SelfModifyingSLM's)
         print(Plan.load(args.path).summary())
         return 0
@@ -140,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser(
-        "inspect", help="summarise a statistics snapshot (a folder) or a plan (a JSON file)"
+        "inspect",
+        help="summarise a statistics snapshot (a folder), a plan (a JSON file) or a checkpoint",
     )
-    p.add_argument("path", help="snapshot folder, or plan.json (also SelfModifyingSLM's format)")
+    p.add_argument("path", help="snapshot folder, plan.json (also SelfModifyingSLM's format), "
+                   "or a checkpoint (.safetensors, .pt, .pth, .bin, .ckpt)")  # fmt: skip
     p.set_defaults(func=_cmd_inspect)
     p = sub.add_parser("plan", help="run policies on a saved statistics snapshot: a JSON plan")
     p.add_argument("stats", help="snapshot folder (summary.json + stats.safetensors)")

@@ -121,3 +121,18 @@ def test_stale_plan_on_checkpoint_is_refused(tmp_path):
     with pytest.raises(PlanValidationError, match="layer '0' with 10 units"):
         checkpoint.apply_to_checkpoint(tmp_path / "plan.json", ckpt, spec, tmp_path / "o.st")
     assert not (tmp_path / "o.st").exists()
+
+
+def test_cli_inspect_summarises_a_checkpoint(tmp_path, capsys):
+    from engine.cli import main
+
+    torch.save(make_model().state_dict(), tmp_path / "model.pt")
+    plan().save(tmp_path / "plan.json")
+    checkpoint.apply_to_checkpoint(tmp_path / "plan.json", tmp_path / "model.pt", SPEC,
+                                   tmp_path / "out.safetensors")  # fmt: skip
+    assert main(["inspect", str(tmp_path / "out.safetensors")]) == 0
+    text = capsys.readouterr().out
+    assert f"model {SPEC.factory} " in text and "plans applied: 1" in text
+    assert "  0.weight  [8, 6]" in text
+    assert main(["inspect", str(tmp_path / "model.pt")]) == 0
+    assert "no engine header" in capsys.readouterr().out
