@@ -50,7 +50,17 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from demo_utils import REPO, accuracy, count_parameters, demo_arguments, digits, mlp, train_epoch
+from demo_utils import (
+    REPO,
+    accuracy,
+    count_parameters,
+    demo_arguments,
+    digits,
+    mlp,
+    parse_demo_arguments,
+    positive,
+    train_epoch,
+)
 from safetensors.torch import save as safetensors_bytes
 
 from engine import NeuronEngine, apply_plan, checkpoint
@@ -84,13 +94,6 @@ def run_cli(command: list[str], log: Path) -> str:
     return done.stdout
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -102,17 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = demo_arguments(
         "checkpoint_cli", __doc__.splitlines()[0], "8 epochs on a subset (smoke test)"
     )
-    parser.add_argument(
-        "--threads", type=positive, default=1, help="torch threads (default 1: small models train "
-        "faster on one, and two stall when another process is busy)",
-    )  # fmt: skip
     parser.add_argument("--epochs", type=positive, help="default 20 (8 with --fast)")
     parser.add_argument(
         "--remove", type=fraction, default=0.5, help="share of each hidden layer the budget "
         "policy removes and folds onto the kept units (default 0.5)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_demo_arguments(parser, argv)
     epochs = args.epochs or (8 if args.fast else 20)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

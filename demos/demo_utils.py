@@ -24,13 +24,36 @@ from engine.data import DataSplit, load_digits_split  # noqa: E402
 from engine.errors import DatasetError  # noqa: E402
 
 
+def positive(text: str) -> int:
+    """argparse type: a positive integer."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def demo_arguments(name: str, description: str, fast_help: str) -> argparse.ArgumentParser:
-    """Arguments every demo takes: ``--fast``, ``--out`` (default outputs/NAME), ``--seed``."""
+    """Arguments every demo takes: ``--fast``, ``--out`` (default outputs/NAME), ``--seed``,
+    ``--threads``; parse them with :func:`parse_demo_arguments`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--fast", action="store_true", help=fast_help)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / name)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=positive, default=1,
+        help="torch threads (default 1: these small models train fastest on one thread, and "
+        "more threads stall when another process keeps the cores busy)",
+    )  # fmt: skip
     return parser
+
+
+def parse_demo_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Parse the arguments and apply ``--threads``."""
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def digits(seed: int, *, fast: bool, images: bool = False) -> DataSplit:

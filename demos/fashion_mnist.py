@@ -32,7 +32,6 @@ Writes, under the output folder:
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -40,7 +39,16 @@ import sys
 from pathlib import Path
 
 import torch
-from demo_utils import REPO, accuracy, count_parameters, demo_arguments, mlp, train_epoch
+from demo_utils import (
+    REPO,
+    accuracy,
+    count_parameters,
+    demo_arguments,
+    mlp,
+    parse_demo_arguments,
+    positive,
+    train_epoch,
+)
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -61,13 +69,6 @@ def data_dir(given: Path | None) -> Path:
     if given is not None:
         return given
     return Path(os.environ[ENV]) if os.environ.get(ENV) else DEFAULT_DIR
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def widths(model: torch.nn.Module) -> dict[str, int]:
@@ -109,14 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=positive, help="default 12 (4 with --fast)")
     parser.add_argument("--every", type=positive, help="epochs between surgeries (default 3; 2 "
                         "with --fast)")  # fmt: skip
-    parser.add_argument(
-        "--threads", type=positive, default=1, help="torch threads (default 1: small models train "
-        "faster on one, and two stall when another process is busy)",
-    )  # fmt: skip
     parser.add_argument("--config", type=Path, default=None,
                         help="policy YAML (default: policies/default.yaml)")  # fmt: skip
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_demo_arguments(parser, argv)
     epochs = args.epochs or (4 if args.fast else 12)
     every = args.every or (2 if args.fast else 3)
 

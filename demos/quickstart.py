@@ -27,7 +27,7 @@ from engine.report import full_report, layer_summary_report, save_report
 def main(argv: list[str] | None = None) -> int:
     parser = du.demo_arguments("quickstart", __doc__.splitlines()[0], "2 epochs on a subset")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --fast)")
-    args = parser.parse_args(argv)
+    args = du.parse_demo_arguments(parser, argv)
     epochs = args.epochs or (2 if args.fast else 10)
 
     torch.manual_seed(args.seed)

@@ -151,10 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=None, help="epochs between surgeries")
     parser.add_argument("--config", type=Path, default=CONFIG, help="policy YAML")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed model")
-    args = parser.parse_args(argv)
+    args = du.parse_demo_arguments(parser, argv)
     args.epochs = args.epochs or (8 if args.fast else 30)
     args.every = args.every or (2 if args.fast else 3)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     summaries = [run_model(name, args, args.out / name) for name in args.models]
     table = write_summary_table(summaries, args.out / "summary.md")
     print()

@@ -24,10 +24,53 @@ class Demo:
     needs: tuple[str, ...] = ()  # optional modules; the demo is skipped without them
 
 
+# Demos with a test of their own that runs the script (self_modifying, checkpoint_cli,
+# fashion_mnist: it needs IDX files the test writes) are not repeated here.
 DEMOS = [
     Demo(
         "demos/quickstart.py",
         outputs=("stats", "history.json", "report.txt", "plan.json"),
+        needs=("sklearn",),
+    ),
+    Demo(
+        "demos/analysis.py",
+        outputs=(
+            "stats",
+            "report.txt",
+            "analysis.json",
+            "plots/activity_fc1.png",
+            "plots/class_means_fc1.png",
+            "plots/correlation_fc1.png",
+            "plots/cka.png",
+        ),
+        needs=("sklearn",),
+    ),
+    Demo(
+        "demos/training_history.py",
+        outputs=(
+            "history.json",
+            "weights",
+            "weight_change.json",
+            "gradients.json",
+            "plots/total_change.png",
+            "plots/layer_change.png",
+            "plots/activity_fc1.png",
+            "plots/trajectories_fc1.png",
+            "plots/gradients",
+        ),
+        needs=("sklearn",),
+    ),
+    Demo(
+        "demos/optimization_plan.py",
+        outputs=(
+            "stats",
+            "budget.yaml",
+            "plan.json",
+            "plan_default.json",
+            "model.safetensors",
+            "summary.txt",
+            "results.json",
+        ),
         needs=("sklearn",),
     ),
 ]

@@ -20,6 +20,7 @@ them, so comparisons align units by ID across surgery.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ class WeightTracker:
         self._layout_failed: str | None = None
         self._recent: dict[int, WeightSnapshot] = {}  # the latest two, in memory
         self._before_seq: int | None = None
+        self._warned_no_layout = False
 
     @property
     def run_dir(self) -> Path:
@@ -115,8 +117,17 @@ class WeightTracker:
             return self.layout
         try:
             return self.engine.model_layout(self.example_inputs)
-        except ConfigurationError:
-            return None  # no example inputs yet: retry at the next snapshot
+        except ConfigurationError:  # no example inputs yet: retry at the next snapshot
+            if not self._warned_no_layout:
+                self._warned_no_layout = True
+                warnings.warn(
+                    "WeightTracker: the engine has seen no batch yet, so this snapshot records "
+                    "the unit axes of each layer's own tensors only, not of its consumers' "
+                    "columns (comparisons with it cannot align those); pass example_inputs= "
+                    "or take the first snapshot after a tracked forward",
+                    stacklevel=4,
+                )
+            return None
         except (EngineError, RuntimeError, TypeError, ValueError) as exc:
             self._layout_failed = f"{type(exc).__name__}: {exc}"
             return None

@@ -42,3 +42,28 @@ def test_engine_apply_with_tracker_attached(tmp_path):
     assert [e.kind for e in log] == ["prune", "merge", "expand"]
     assert log[0].step == 40 and log[0].epoch == 2
     assert log[1].max_output_change == record.actions[1].max_output_change
+
+
+def test_tracker_warns_once_when_the_first_snapshot_cannot_see_consumers(tmp_path):
+    import warnings
+
+    import pytest
+    from torch import nn
+
+    from engine import NeuronEngine
+    from engine.weights import WeightTracker
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    tracker = WeightTracker(NeuronEngine(model), tmp_path / "a")
+    with pytest.warns(UserWarning, match="has seen no batch yet"):
+        first = tracker.snapshot()
+
+    def consumer_layers(snap):  # layers whose units index columns of the head's weight
+        return [a.layer for a in snap.entry.axes["2.weight"] if a.dim == 1]
+
+    assert consumer_layers(first) == []  # the consumer's columns are not located
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tracker.snapshot()  # once is enough
+        fine = WeightTracker(NeuronEngine(model), tmp_path / "b", example_inputs=torch.randn(2, 4))
+        assert consumer_layers(fine.snapshot()) == ["0"]
