@@ -1,18 +1,20 @@
-"""The measurements behind ``results_table.py``: training, the two kinds of surgery, fine-tuning
-(the rows that modify a model while it trains are in ``results_training``).
+"""The measurements behind ``results_table.py``: training, the engine's compensated surgery
+(one plan, or layer by layer), Torch-Pruning's magnitude pruning, fine-tuning (the rows that
+modify a model while it trains are in ``results_training``).
 
 Each ``run_*`` function measures one group of rows for one seed and returns
 ``{row_key: metrics}``, where ``metrics`` is a plain dict (JSON-ready): hidden ``widths``,
 ``params``, test accuracies in % (``acc_before``: the trained model before any surgery,
-``acc_surgery``: right after the (last) surgery, ``acc_final``: at the end, after fine-tuning or
-after the whole training budget), and times in seconds (``train_s``, ``surgery_s``,
-``finetune_s``, ``total_s``). Everything a row needs is seeded, so a seed gives the same numbers
-on every run (up to float non-determinism of the BLAS).
+``acc_surgery``: right after the (last) surgery, ``acc_bn``: the same after recalibrating the
+BatchNorm running statistics (CNN rows), ``acc_final``: at the end, after fine-tuning or after
+the whole training budget), ``loss_final`` (test cross-entropy after the fine-tune), and times
+in seconds (``train_s``, ``surgery_s``, ``finetune_s``, ``total_s``). Everything a row needs is
+seeded, so a seed gives the same numbers on every run (up to float non-determinism of the BLAS).
 
 Fairness of the fine-tune: every pruned model is fine-tuned by :func:`fine_tune` with the same
 fresh Adam (``lr``), batch size, number of epochs and *the same batch order* (a generator seeded
-per seed). The ``*_kept_opt`` rows fine-tune the engine's models with the training optimizer
-that the surgery remapped (Adam moments of the surviving units kept) instead.
+per seed). The ``*_kept_opt`` rows fine-tune the engine's one-plan models with the training
+optimizer that the surgery remapped (Adam moments of the surviving units kept) instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
@@ -37,6 +40,7 @@ import demo_utils  # noqa: E402  (puts the repository on sys.path too)
 
 from engine import NeuronEngine  # noqa: E402
 from engine.data import DataSplit  # noqa: E402
+from engine.surgery.batchnorm import recalibrate_batchnorm  # noqa: E402
 
 WIDE = (128, 64)
 SMALL = (16, 8)
@@ -122,6 +126,27 @@ def clone_with_optimizer(model: nn.Module, opt: torch.optim.Optimizer, lr: float
     return twin, twin_opt
 
 
+def calibrate(engine: NeuronEngine, model: nn.Module, calibration: torch.Tensor) -> None:
+    """One pass over ``calibration`` in eval mode with the engine tracking, no gradient."""
+    was_training = model.training
+    model.eval()
+    with engine.tracking(), torch.no_grad():
+        model(calibration)
+    model.train(was_training)
+
+
+def budget_config(model: nn.Module, targets: dict[str, int]) -> dict[str, Any]:
+    """A ``budget`` plan config removing, per layer, the share that leaves ``targets`` units."""
+    fractions = {}
+    for name, kept in targets.items():
+        width = widths_of(model, [name])[0]
+        fractions[name] = (width - kept) / width
+    return {
+        "guards": GUARDS,
+        "policies": [{"name": "budget", "settings": {"fractions": fractions}}],
+    }
+
+
 def engine_prune(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -135,22 +160,38 @@ def engine_prune(
     """
     started = time.perf_counter()
     engine = NeuronEngine(model, correlation=True)
-    was_training = model.training
-    model.eval()
-    with engine.tracking(), torch.no_grad():
-        model(calibration)
-    model.train(was_training)
-    fractions = {}
-    for name, kept in targets.items():
-        width = widths_of(model, [name])[0]
-        fractions[name] = (width - kept) / width
-    config = {
-        "guards": GUARDS,
-        "policies": [{"name": "budget", "settings": {"fractions": fractions}}],
-    }
-    engine.apply(engine.propose(config), opt)
+    calibrate(engine, model, calibration)
+    engine.apply(engine.propose(budget_config(model, targets)), opt)
     seconds = time.perf_counter() - started
     check_widths(model, targets, "engine budget")
+    return seconds
+
+
+def engine_prune_layerwise(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    targets: dict[str, int],
+    opt: torch.optim.Optimizer | None = None,
+) -> float:
+    """Compensated surgery one layer at a time, in ``targets`` order, each on fresh statistics.
+
+    Per layer: forget the statistics (``engine.reset()``), one calibration pass over the model
+    as the earlier layers' surgery left it, a budget plan for that layer only, ``engine.apply``.
+    Where the model has BatchNorm, its running statistics are recalibrated on ``calibration``
+    before each pass but the first (the earlier folds changed what the norms see), so each
+    layer's fold is fitted to the activations of the model as it will be evaluated. The model
+    is returned as the last surgery left it (not recalibrated). Returns the wall time.
+    """
+    started = time.perf_counter()
+    engine = NeuronEngine(model, correlation=True)
+    for i, (name, kept) in enumerate(targets.items()):
+        if i:
+            recalibrate_batchnorm(model, [calibration])
+        engine.reset()
+        calibrate(engine, model, calibration)
+        engine.apply(engine.propose(budget_config(model, {name: kept})), opt)
+    seconds = time.perf_counter() - started
+    check_widths(model, targets, "engine budget, layer by layer")
     return seconds
 
 
@@ -190,9 +231,52 @@ def row_metrics(model, names, **metrics) -> dict[str, Any]:
     }
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def test_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean cross-entropy in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return float(F.cross_entropy(model(x), y))
+    finally:
+        model.train(was_training)
+
+
+def finish(
+    model: nn.Module,
+    names: Sequence[str],
+    data: DataSplit,
+    s: Settings,
+    seed: int,
+    opt: torch.optim.Optimizer | None = None,
+    **metrics: Any,
+) -> dict[str, Any]:
+    """Measure a pruned model right after surgery, after recalibrating its BatchNorm running
+    statistics on the training split (models with norms only: ``acc_bn``), then after the
+    common fine-tune (fresh Adam unless ``opt``). The fine-tune runs the norms in train mode,
+    so the recalibration does not change it (only the eval-mode reading right after)."""
+    after = pct(model, data.x_test, data.y_test)
+    after_bn = None
+    if has_batchnorm(model):
+        recalibrate_batchnorm(model, [data.x_train])
+        after_bn = pct(model, data.x_test, data.y_test)
+    final, ft_s = fine_tune(model, data, s, seed, opt=opt)
+    total = metrics["train_s"] + (metrics.get("surgery_s") or 0.0) + ft_s
+    return row_metrics(
+        model, names, acc_surgery=after, acc_bn=after_bn, acc_final=final,
+        loss_final=test_loss(model, data.x_test, data.y_test), finetune_s=ft_s, total_s=total,
+        **metrics,
+    )  # fmt: skip
+
+
 def run_compression(seed: int, s: Settings, *, cnn: bool) -> dict[str, dict[str, Any]]:
-    """Baseline, engine compensated surgery and Torch-Pruning magnitude pruning, each
-    fine-tuned the same way; for the MLP also the engine with its remapped optimizer."""
+    """Baseline, engine compensated surgery (one plan; layer by layer) and Torch-Pruning
+    magnitude pruning, each fine-tuned the same way; the one-plan engine model also with the
+    optimizer its surgery remapped."""
     data = demo_utils.load_digits_split(seed, subset=s.subset, images=cnn)
     torch.manual_seed(seed)
     if cnn:
@@ -215,44 +299,34 @@ def run_compression(seed: int, s: Settings, *, cnn: bool) -> dict[str, dict[str,
 
     for keep in keeps:
         targets = dict(zip(names, kept_widths(widths, keep)))
-        tag = f"{round(keep * 100)}"
-        # Engine: real surgery on a copy that carries a copy of the training optimizer.
+        tag = f"{prefix}{{}}_{round(keep * 100)}"
+        # Engine, one plan: real surgery on a copy that carries a copy of the training optimizer.
         model, model_opt = clone_with_optimizer(base, opt, s.lr)
         surgery_s = engine_prune(model, data.x_train, targets, model_opt)
-        after = pct(model, data.x_test, data.y_test)
-        if not cnn:  # the same surgery, fine-tuned with the remapped optimizer
-            kept = copy.deepcopy(model)
-            kept_opt = torch.optim.Adam(kept.parameters(), lr=s.lr)
-            kept_opt.load_state_dict(copy.deepcopy(model_opt.state_dict()))
-            final, ft_s = fine_tune(kept, data, s, seed, opt=kept_opt)
-            rows[f"{prefix}engine_{tag}_kept_opt"] = row_metrics(
-                kept, names, acc_before=acc, acc_surgery=after, acc_final=final,
-                train_s=train_s, surgery_s=surgery_s, finetune_s=ft_s,
-                total_s=train_s + surgery_s + ft_s,
-            )  # fmt: skip
-        final, ft_s = fine_tune(model, data, s, seed)
-        rows[f"{prefix}engine_{tag}"] = row_metrics(
-            model, names, acc_before=acc, acc_surgery=after, acc_final=final,
-            train_s=train_s, surgery_s=surgery_s, finetune_s=ft_s,
-            total_s=train_s + surgery_s + ft_s,
-        )  # fmt: skip
+        kept, kept_opt = clone_with_optimizer(model, model_opt, s.lr)
+        timing = {"acc_before": acc, "train_s": train_s, "surgery_s": surgery_s}
+        rows[tag.format("engine") + "_kept_opt"] = finish(
+            kept, names, data, s, seed, opt=kept_opt, **timing
+        )
+        rows[tag.format("engine")] = finish(model, names, data, s, seed, **timing)
+        # Engine, layer by layer: each layer's plan made on statistics measured after the
+        # earlier layers' surgery.
+        model, model_opt = clone_with_optimizer(base, opt, s.lr)
+        surgery_s = engine_prune_layerwise(model, data.x_train, targets, model_opt)
+        timing["surgery_s"] = surgery_s
+        rows[tag.format("engine_layerwise")] = finish(model, names, data, s, seed, **timing)
         # Torch-Pruning magnitude pruning to the same widths, fresh Adam for the fine-tune.
         model = copy.deepcopy(base)
-        surgery_s = tp_prune(model, data.x_train[:2], targets)
-        after = pct(model, data.x_test, data.y_test)
-        final, ft_s = fine_tune(model, data, s, seed)
-        rows[f"{prefix}tp_{tag}"] = row_metrics(
-            model, names, acc_before=acc, acc_surgery=after, acc_final=final,
-            train_s=train_s, surgery_s=surgery_s, finetune_s=ft_s,
-            total_s=train_s + surgery_s + ft_s,
-        )  # fmt: skip
+        timing["surgery_s"] = tp_prune(model, data.x_train[:2], targets)
+        rows[tag.format("tp")] = finish(model, names, data, s, seed, **timing)
 
     # Baseline: no surgery; "after fine-tune" is the same fresh-Adam fine-tune on it.
     model = copy.deepcopy(base)
     final, ft_s = fine_tune(model, data, s, seed)
     rows[f"{prefix}baseline"] = row_metrics(
         model, names, acc_before=acc, acc_surgery=acc, acc_final=final,
-        train_s=train_s, surgery_s=None, finetune_s=ft_s, total_s=train_s + ft_s,
+        loss_final=test_loss(model, data.x_test, data.y_test), train_s=train_s, surgery_s=None,
+        finetune_s=ft_s, total_s=train_s + ft_s,
     )  # fmt: skip
     if not cnn:  # the wide MLP trained on with its own optimizer: the 40-epoch reference
         more_s = train(base, opt, data, s.finetune_epochs, s, seeded(seed + 1))
@@ -276,4 +350,5 @@ def warm_up() -> None:
     ):  # fmt: skip
         targets = {n: w // 2 for n, w in zip(names, widths_of(model, names))}
         engine_prune(copy.deepcopy(model), x, targets)
+        engine_prune_layerwise(copy.deepcopy(model), x, targets)
         tp_prune(copy.deepcopy(model), x[:2], targets)

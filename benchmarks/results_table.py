@@ -1,25 +1,32 @@
 """Results table (issue #7): compression and self-modification on scikit-learn's digits.
 
-    python benchmarks/results_table.py            # 3 seeds, full budgets (about a minute)
+    python benchmarks/results_table.py            # 3 seeds, full budgets (about 1.5 minutes)
     python benchmarks/results_table.py --fast     # 1 seed, few epochs, 600 samples (smoke test)
     python benchmarks/results_table.py --out DIR  # default: outputs/results_table
 
 Rows (each seed trains its own models; accuracy is on the held-out 20 %):
 
 * **baseline**: MLP 64-128-64-10 trained 30 epochs (Adam, lr 1e-3, batch 64), no surgery;
-* **engine, K % kept**: the trained baseline, one calibration pass (eval mode, correlation),
-  one ``budget`` plan with per-layer fractions (units removed by the consumer's reconstruction
-  loss and folded onto the kept ones), applied with ``engine.apply``: the model really shrinks;
+* **engine, one plan, K % kept**: the trained baseline, one calibration pass (eval mode,
+  correlation), one ``budget`` plan with per-layer fractions (units removed by the consumer's
+  reconstruction loss and folded onto the kept ones), applied with ``engine.apply``: the model
+  really shrinks;
+* **engine, layer by layer**: the same budget one layer at a time, in order, each plan made on
+  statistics re-measured after the earlier layers' surgery (``engine.reset()`` + a calibration
+  pass; for the CNN the BatchNorm running statistics are recalibrated before each pass);
 * **Torch-Pruning, K % kept**: ``tp.pruner.MagnitudePruner`` with
   ``MagnitudeImportance(p=2)`` to exactly the same widths (checked), output layer ignored;
 * the same fine-tune for every model (baseline included): fresh Adam, 10 epochs, same batch
-  order; the ``remapped Adam`` rows fine-tune the engine's models with the optimizer that the
-  surgery carried over instead;
+  order; the ``remapped Adam`` rows fine-tune the engine's one-plan models with the optimizer
+  that the surgery carried over instead;
 * **CNN**: ``demo_utils.small_cnn`` (conv 16, conv 32, fc 64) on 1×8×8 images, 50 % of every
-  hidden layer kept (8/16/32), same three treatments;
+  hidden layer kept (8/16/32), the same treatments; the accuracy right after surgery is also
+  given after recalibrating the BatchNorm running statistics
+  (``engine.surgery.batchnorm.recalibrate_batchnorm``);
 * **growth**: MLP 64-16-8-10 grown by the ``saturation`` policy through ``SurgerySchedule``
   (every 3 epochs up to epoch 9; growth_fraction 1.0, max_width 128) within the wide
-  baseline's 30 epochs, against the small network trained alone;
+  baseline's 30 epochs, with init net2net (noise 0.1), zero_outgoing or random, against the
+  small network trained alone;
 * **self-modifying loop**: MLP 64-128-64-10 from scratch for 40 epochs (training + fine-tune
   budget) with the policies of ``demos/self_modifying.yaml`` applied every 3 epochs up to
   epoch 30, against the wide MLP trained 40 epochs.
@@ -61,26 +68,41 @@ def catalogue(s: rr.Settings) -> list[Row]:
     for k in s.keep:
         tag = round(k * 100)
         rows += [
-            Row(
-                f"mlp_engine_{tag}", f"engine compensated prune/merge, {tag} % kept", "compression"
-            ),
+            Row(f"mlp_engine_{tag}", f"engine compensated, one plan, {tag} % kept", "compression"),
+            Row(f"mlp_engine_layerwise_{tag}",
+                f"engine compensated, layer by layer, {tag} % kept", "compression"),
             Row(f"mlp_tp_{tag}", f"Torch-Pruning magnitude (L2), {tag} % kept", "compression"),
-        ]
+        ]  # fmt: skip
     rows += [
         Row(f"mlp_engine_{round(k * 100)}_kept_opt",
-            f"engine, {round(k * 100)} % kept, fine-tuned with its remapped Adam", "compression")
+            f"engine, one plan, {round(k * 100)} % kept, fine-tuned with its remapped Adam",
+            "compression")
         for k in s.keep
     ]  # fmt: skip
     tag = round(s.cnn_keep * 100)
     long = s.epochs + s.finetune_epochs
+    growth = {
+        "net2net": f"net2net (noise {rt.growth_settings('net2net')['noise']:g})",
+        "zero_outgoing": "zero_outgoing init",
+        "random": "random init",
+    }
     rows += [
         Row("cnn_baseline", "CNN conv16-conv32-fc64 baseline", "compression"),
-        Row(f"cnn_engine_{tag}", f"CNN, engine compensated, {tag} % kept", "compression"),
+        Row(f"cnn_engine_{tag}", f"CNN, engine compensated, one plan, {tag} % kept", "compression"),
+        Row(f"cnn_engine_layerwise_{tag}",
+            f"CNN, engine compensated, layer by layer, {tag} % kept", "compression"),
+        Row(f"cnn_engine_{tag}_kept_opt",
+            f"CNN, engine, one plan, {tag} % kept, fine-tuned with its remapped Adam",
+            "compression"),
         Row(f"cnn_tp_{tag}", f"CNN, Torch-Pruning magnitude (L2), {tag} % kept", "compression"),
         Row("mlp_wide", f"wide MLP 64-128-64-10 trained alone, {s.epochs} epochs", "training"),
         Row("mlp_small", f"small MLP 64-16-8-10 trained alone, {s.epochs} epochs", "training"),
-        Row("mlp_grow_net2net", "growth from 16/8: saturation, net2net (noise 0.1)", "training"),
-        Row("mlp_grow_random", "growth from 16/8: saturation, random init", "training"),
+    ]  # fmt: skip
+    rows += [
+        Row(f"mlp_grow_{init}", f"growth from 16/8: saturation, {growth[init]}", "training")
+        for init in rt.GROWTH_INITS
+    ]
+    rows += [
         Row("mlp_wide_long", f"wide MLP 64-128-64-10 trained alone, {long} epochs", "training"),
         Row(
             "mlp_self_modifying",
@@ -105,15 +127,22 @@ def notes(s: rr.Settings, selfmod: Path) -> str:
     return (
         f"How: Adam lr {s.lr:g}, batch {s.batch}; MLP and CNN baselines trained {s.epochs} and "
         f"{s.cnn_epochs} epochs. Hidden widths kept: {kept} (both hidden layers); CNN "
-        f"{round(s.cnn_keep * 100)} % of conv1, conv2 and fc1. Engine: one calibration pass over "
-        "the training split (eval mode, correlation on), one `budget` plan (per-layer "
-        f"`fractions`, default ridge, guards {rr.GUARDS}), `engine.apply`. Torch-Pruning: "
+        f"{round(s.cnn_keep * 100)} % of conv1, conv2 and fc1. Engine, one plan: one calibration "
+        "pass over the training split (eval mode, correlation on), one `budget` plan (per-layer "
+        f"`fractions`, default ridge, guards {rr.GUARDS}), `engine.apply`. Engine, layer by "
+        "layer: per layer in order, `engine.reset()`, a calibration pass over the model as the "
+        "earlier surgery left it (CNN: BatchNorm running statistics recalibrated first), a "
+        "`budget` plan for that layer only, `engine.apply`. BatchNorm recalibrated: "
+        "`engine.surgery.batchnorm.recalibrate_batchnorm` over the training split (norms in "
+        "train mode with momentum None, no gradient); the fine-tune runs the norms in train "
+        "mode, so it is the same with or without it. Torch-Pruning: "
         "`MagnitudePruner` + `MagnitudeImportance(p=2)`, output layer ignored, same widths "
         f"(checked). Fine-tune: fresh Adam, {_epochs(s.finetune_epochs)}, the same batch order for "
         "every model (the `remapped Adam` rows keep the optimizer the surgery carried over). "
         f"Growth: `saturation` (unit_firing_rate {grow['unit_firing_rate']}, layer_fraction "
         f"{grow['layer_fraction']}, growth_fraction {grow['growth_fraction']}, max_width "
-        f"{grow['max_width']}; net2net noise {grow['noise']}) via `SurgerySchedule` every "
+        f"{grow['max_width']}; init net2net with noise {grow['noise']}, zero_outgoing or random) "
+        f"via `SurgerySchedule` every "
         f"{_epochs(s.grow_every)} before epoch {s.grow_stop}. Self-modifying loop: "
         f"`{selfmod.name}` every {_epochs(s.selfmod_every)} before epoch {s.epochs}, then "
         f"{_epochs(s.finetune_epochs)} without surgery. Surgery time: calibration + plan + apply "
@@ -167,7 +196,7 @@ def main() -> None:
     per_seed, skipped = measure(s, args.self_modifying_config)
     rows = catalogue(s)
     summary = summarise(per_seed, rows)
-    targets = check_targets(summary, per_seed, s.keep, s.cnn_keep)
+    targets = check_targets(summary, per_seed, s.keep, s.cnn_keep, growth_inits=rt.GROWTH_INITS)
     total = time.perf_counter() - started
 
     header = (
@@ -184,7 +213,7 @@ def main() -> None:
     record: dict[str, Any] = {
         "settings": {**asdict(s), "fast": args.fast, "threads": args.threads,
                      "self_modifying_config": str(args.self_modifying_config),
-                     "growth_settings": {i: rt.growth_settings(i) for i in ("net2net", "random")},
+                     "growth_settings": {i: rt.growth_settings(i) for i in rt.GROWTH_INITS},
                      "guards": rr.GUARDS},
         "versions": {"torch": torch.__version__, "torch_pruning": tp.__version__,
                      "python": platform.python_version()},

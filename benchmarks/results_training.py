@@ -28,9 +28,11 @@ from results_rows import (
 from engine import NeuronEngine, SurgerySchedule
 from engine.errors import ConfigurationError
 
+GROWTH_INITS = ("net2net", "zero_outgoing", "random")
+
 
 def growth_settings(init: str) -> dict[str, Any]:
-    """Saturation-policy settings of the growth rows (``init``: net2net or random)."""
+    """Saturation-policy settings of the growth rows (``init``: one of :data:`GROWTH_INITS`)."""
     s: dict[str, Any] = {
         "unit_firing_rate": 0.5,
         "layer_fraction": 0.5,
@@ -81,7 +83,7 @@ def run_scheduled(
 def run_growth(seed: int, s: Settings) -> dict[str, dict[str, Any]]:
     """The small MLP alone, and grown from the same start by the saturation policy."""
     rows = {"mlp_small": run_scheduled(seed, s, SMALL, None, s.epochs, 1, None)}
-    for init in ("net2net", "random"):
+    for init in GROWTH_INITS:
         config = {"policies": [{"name": "saturation", "settings": growth_settings(init)}]}
         rows[f"mlp_grow_{init}"] = run_scheduled(
             seed, s, SMALL, config, s.epochs, s.grow_every, s.grow_stop

@@ -63,7 +63,13 @@ from engine.preview import preview_plan
 from engine.schedule import SurgerySchedule
 from engine.snapshot import LayerSnapshot, StatsSnapshot
 from engine.stats import CoMoments, Moments, NeuronAccumulator, merge_comoments, merge_moments
-from engine.surgery import ActionRecord, SurgeryListener, SurgeryRecord, apply_plan
+from engine.surgery import (
+    ActionRecord,
+    SurgeryListener,
+    SurgeryRecord,
+    apply_plan,
+    recalibrate_batchnorm,
+)
 
 __all__ = [
     "CoMoments",
@@ -157,4 +163,5 @@ __all__ += [
     "compare_series",
     "compare_snapshots",
     "linear_cka",
+    "recalibrate_batchnorm",
 ]

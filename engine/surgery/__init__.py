@@ -6,6 +6,7 @@ action on new tensors, measures the probe's output change, remaps the optimizer 
 engine, and rolls everything back on any error. See ``engine.surgery.transaction``.
 """
 
+from engine.surgery.batchnorm import recalibrate_batchnorm
 from engine.surgery.gradmax import gradmax_gradient
 from engine.surgery.optimizer import (
     DimRemap,
@@ -34,6 +35,7 @@ __all__ = [
     "apply_plan",
     "gradmax_gradient",
     "optimizer_snapshot",
+    "recalibrate_batchnorm",
     "register_resizer",
     "remap_optimizer",
     "remap_tensor",
