@@ -7,7 +7,7 @@ optimizer (training goes on with the same optimizer object). A weight tracker sn
 epoch and every surgery and keeps the change log. The same architecture is trained unchanged
 beside it for comparison.
 
-    python demos/self_modifying.py             # 30 epochs each (about a minute on 2 cores)
+    python demos/self_modifying.py             # 30 epochs each (about 20 s on one thread)
     python demos/self_modifying.py --fast      # a subset, 8 epochs (smoke test)
     python demos/self_modifying.py --models mlp --epochs 40 --every 4
 
