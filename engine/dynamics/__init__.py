@@ -33,7 +33,6 @@ from engine.dynamics.neighbours import (
     neighbour_overlap,
     overlap_over_time,
 )
-from engine.dynamics.plots import plot_gradient_dynamics, plot_gradient_signs
 from engine.dynamics.probes import RepresentationDynamics
 from engine.dynamics.representations import RepresentationStore
 from engine.dynamics.similarity import (
@@ -79,3 +78,13 @@ __all__ = [
     "sample_correlation",
     "unbiased_hsic",
 ]
+
+_PLOTS = ("plot_gradient_dynamics", "plot_gradient_signs")
+
+
+def __getattr__(name: str):  # the plots import matplotlib: only when asked for
+    if name in _PLOTS:
+        from engine.dynamics import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module 'engine.dynamics' has no attribute {name!r}")

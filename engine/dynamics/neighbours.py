@@ -20,8 +20,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
-from scipy.spatial.distance import cdist
 
 from engine.dynamics.errors import (
     DynamicsConfigError,
@@ -55,6 +53,8 @@ def knn_sets(
         raise DynamicsConfigError(f"{where}: k must be a positive integer, got {k!r}")
     if k > n - 1:
         raise NeighbourCountError(int(k), n, where)
+    from scipy.spatial import cKDTree  # imported on use: scipy.spatial is slow to import
+
     _, idx = cKDTree(points).query(points, k=k + 1)
     idx = np.asarray(idx).reshape(n, k + 1)
     is_self = idx == np.arange(n)[:, None]
@@ -105,4 +105,6 @@ def epoch_similarity(sets: Mapping[int, np.ndarray]) -> tuple[list[int], np.ndar
 def distance_matrix(reps: np.ndarray | torch.Tensor, metric: str = "euclidean") -> np.ndarray:
     """Sample × sample distances (``scipy.spatial.distance.cdist`` metrics)."""
     points = _points(reps, "representations")
+    from scipy.spatial.distance import cdist
+
     return cdist(points, points, metric=metric)

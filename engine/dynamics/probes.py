@@ -32,7 +32,6 @@ from engine.dynamics.capture import Transform, capture_outputs, engine_capture_p
 from engine.dynamics.errors import DynamicsConfigError
 from engine.dynamics.layer_similarity import LayerSimilarityHistory
 from engine.dynamics.neighbours import epoch_similarity, overlap_over_time
-from engine.dynamics.plots import plot_fingerprint, plot_heatmap
 from engine.dynamics.representations import RepresentationStore
 from engine.dynamics.similarity import feature_correlation, sample_correlation
 from engine.io import atomic_write_json
@@ -138,6 +137,8 @@ class RepresentationDynamics:
         """Neighbour sets (JSON) and figures for ``layer``: fingerprint, epoch × epoch overlap,
         distance, feature and sample correlation heatmaps at the last epoch, CKA between
         layers at the last epoch."""
+        from engine.dynamics.plots import plot_fingerprint, plot_heatmap  # matplotlib on use
+
         out, last = self.directory, self.store.epochs[-1]
         sets = self.store.neighbours(layer, k)
         payload = {
