@@ -4,7 +4,6 @@ redo the planning and the surgery exactly, and the trained model is left as it w
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -12,22 +11,13 @@ from types import ModuleType
 
 import pytest
 import torch
+from demo_loading import load_demo
 
 from engine import NeuronEngine, checkpoint
 from engine.cli import main as cli
 from engine.plan import Plan
 
-REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("sklearn")
-
-
-def load_demo(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The demo script as a module (its folder on sys.path, as when run as a script)."""
-    monkeypatch.syspath_prepend(str(REPO / "demos"))
-    spec = importlib.util.spec_from_file_location(f"demo_{name}", REPO / "demos" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

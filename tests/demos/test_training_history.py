@@ -3,38 +3,20 @@ with the run, and a rerun into the same folder starts the weight run afresh."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 import json
 import shutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from demo_loading import load_demo, run
 
 from engine.dynamics import GradientHistory
 from engine.history import TrainingHistory
 from engine.weights import SnapshotStore
 
-REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3  # --fast
 pytest.importorskip("sklearn")
-
-
-def load_demo(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The demo script as a module (its folder on sys.path, as when run as a script)."""
-    monkeypatch.syspath_prepend(str(REPO / "demos"))
-    spec = importlib.util.spec_from_file_location(f"demo_{name}", REPO / "demos" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(module: ModuleType, *args: str) -> str:
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        assert module.main(["--fast", *args]) == 0
-    return printed.getvalue()
 
 
 @pytest.fixture(scope="module")
