@@ -35,7 +35,6 @@ to exit with status 1 when a median ``on`` ratio misses its target.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -51,7 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing
+
+from timing import interleave, ratios, spread, summarize, timed
 
 from engine import NeuronEngine
 
@@ -153,11 +155,6 @@ CASES: dict[str, Case] = {
 # --- timing -------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @dataclass
 class CaseResult:
     case: str
@@ -172,22 +169,12 @@ class CaseResult:
     step_ms: dict[str, float]  # median absolute time per step, context only
     off_spread: float  # q3/q1 of the off blocks' times: how steady the machine was
 
-    @staticmethod
-    def _summary(ratios: list[float]) -> dict[str, float]:
-        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-        return {"median": statistics.median(ratios), "q1": q1, "q3": q3, "iqr": q3 - q1}
-
     def summary(self) -> dict[str, Any]:
-        on, snap = self._summary(self.ratios_on), self._summary(self.ratios_snap)
+        on, snap = summarize(self.ratios_on), summarize(self.ratios_snap)
         return {
             "on": {**on, "pass": on["median"] <= self.target},
             "on+snap": {**snap, "pass": snap["median"] <= self.target},
         }
-
-
-def _spread(values: list[float]) -> float:
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q3 / q1
 
 
 def run_case(
@@ -237,26 +224,17 @@ def run_case(
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    def block(variant: str) -> float:
-        gc.collect()
-        gc.disable()
-        try:
-            _sync(device)
-            t0 = time.perf_counter()
-            if variant == "off":
-                train_steps(steps)
-            else:
-                with engine.tracking():
-                    train_steps(steps)
-                if variant == "on+snap":
-                    engine.snapshot()
-            _sync(device)
-            elapsed = time.perf_counter() - t0
-        finally:
-            gc.enable()
-        if variant == "on":
-            engine.snapshot()  # flush outside the timed region: deferred work cannot pile up
+    def tracked() -> None:
+        with engine.tracking():
+            train_steps(steps)
+
+    def on() -> float:
+        elapsed = timed(tracked, device)
+        engine.snapshot()  # flush outside the timed region: deferred work cannot pile up
         return elapsed
+
+    def on_snap() -> float:
+        return timed(lambda: (tracked(), engine.snapshot()), device)
 
     # Warm-up: allocator, optimiser state, kernels, and the engine's first flush.
     train_steps(warmup)
@@ -264,17 +242,9 @@ def run_case(
         train_steps(warmup)
     engine.snapshot()
 
-    variants = ("off", "on", "on+snap")
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    ratios_on: list[float] = []
-    ratios_snap: list[float] = []
-    for r in range(repeats):
-        order = variants[r % 3 :] + variants[: r % 3]  # rotate the order every repeat
-        t = {v: block(v) for v in order}
-        for v in variants:
-            times[v].append(t[v])
-        ratios_on.append(t["on"] / t["off"])
-        ratios_snap.append(t["on+snap"] / t["off"])
+    blocks = {"off": lambda: timed(lambda: train_steps(steps), device), "on": on}
+    blocks["on+snap"] = on_snap
+    times = interleave(blocks, repeats)  # the order rotates every repeat
     engine.snapshot()
 
     return CaseResult(
@@ -285,10 +255,10 @@ def run_case(
         tracked_units=sum(layer.num_units for layer in engine.layers.values()),
         repeats=repeats,
         steps=steps,
-        ratios_on=ratios_on,
-        ratios_snap=ratios_snap,
+        ratios_on=ratios(times, "on"),
+        ratios_snap=ratios(times, "on+snap"),
         step_ms={v: 1e3 * statistics.median(ts) / steps for v, ts in times.items()},
-        off_spread=_spread(times["off"]),
+        off_spread=spread(times["off"]),
     )
 
 

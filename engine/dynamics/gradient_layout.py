@@ -2,23 +2,32 @@
 
 One recorded step is then a fixed number of tensor ops over one flat vector, whatever the
 number of parameters (per-op dispatch, not arithmetic, dominates small parameters on CPU):
-gradients and weights are copied into flat buffers, ``step_sums`` runs once, and one reduction
-per parameter gives its ``RAW`` sums.
+gradients and weights are concatenated into flat buffers (each parameter starting on a block
+boundary, zero-padded), ``gradient_kernel.StepState.step`` counts everything per block, and one
+``index_add_`` turns blocks into per-parameter sums.
 
 The layout is keyed by each parameter's name, object, shape, device and dtype. When surgery
 replaces or reshapes a parameter, a new layout is built: unchanged parameters keep their
 carried state (a copy of their slices), the others start *fresh* (their next record has no
 previous step).
 
+Gradients may be float16/bfloat16 (counted in float32), float32 or float64, dense or sparse (a
+sparse gradient is densified: its missing entries are exact zeros).
+
 >>> import torch
+>>> from engine.dynamics.gradient_kernel import decode_codes
 >>> a, b = torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.zeros(4))
 >>> a.grad, b.grad = torch.full((2, 3), 0.5), torch.zeros(4)
->>> flat = FlatParameters([("a", a), ("b", b)])
->>> flat.sizes, flat.fresh
-([6, 4], [True, True])
->>> sums, fresh = flat.step(eps=1e-3)
->>> sums.shape, fresh, flat.fresh  # (parameters, 2 + len(RAW)); fresh until the first step
-(torch.Size([2, 10]), [True, True], [False, False])
+>>> flat = FlatParameters([("a", a), ("b", b)], eps=1e-3, sign_samples=8)
+>>> flat.sizes, flat.fresh, flat.starts
+([6, 4], [True, True], [0, 8])
+>>> records = flat.step()
+>>> records.shape, flat.fresh  # (parameters, RECORD_WIDTH); fresh until the first step
+(torch.Size([2, 10]), [False, False])
+>>> records[:, :4].tolist()  # numel, fresh, far_kept, far
+[[6.0, 1.0, 0.0, 6.0], [4.0, 1.0, 0.0, 0.0]]
+>>> decode_codes(flat.sign_samples().numpy())[:, :7].tolist()  # 3: no component
+[[1, 1, 1, 1, 1, 1, 3], [0, 0, 0, 0, 3, 3, 3]]
 """
 
 from __future__ import annotations
@@ -28,95 +37,136 @@ import weakref
 import torch
 from torch import nn
 
-from engine.dynamics.gradient_stats import RAW, step_sums
+from engine.dynamics.gradient_kernel import StepState, choose_block
+from engine.dynamics.gradient_stats import RAW
 
-LayoutKey = tuple[tuple[str, int, tuple[int, ...], str, torch.dtype], ...]
 
-
-def layout_key(named: list[tuple[str, nn.Parameter]]) -> LayoutKey:
-    """What must stay the same for carried state to stay valid: names, objects, shapes."""
-    return tuple((name, id(p), tuple(p.shape), str(p.device), p.dtype) for name, p in named)
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 class FlatParameters:
-    """Flat carried state (``int8`` codes, previous weights) and scratch for ``named``
-    parameters (all on one device, one dtype); ``old`` hands over unchanged parameters."""
+    """Flat carried state and scratch for ``named`` parameters (all on one device, one dtype);
+    ``old`` hands over the state of unchanged parameters; ``sign_samples`` components per
+    parameter (evenly spaced) are kept for the sign heatmap."""
 
     def __init__(
-        self, named: list[tuple[str, nn.Parameter]], old: FlatParameters | None = None
+        self,
+        named: list[tuple[str, nn.Parameter]],
+        eps: float,
+        old: FlatParameters | None = None,
+        sign_samples: int = 0,
     ) -> None:
         self.names = [n for n, _ in named]
         self.params = [weakref.ref(p) for _, p in named]
         self.shapes = [tuple(p.shape) for _, p in named]
         self.sizes = [p.numel() for _, p in named]
-        self.key = layout_key(named)
         first = named[0][1]
-        total, dtype, device = sum(self.sizes), first.dtype, first.device
-        work_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-        self.code = torch.zeros(total, dtype=torch.int8, device=device)
-        self.prev_weight = torch.empty(total, dtype=work_dtype, device=device)
-        self.grads = torch.empty(total, dtype=work_dtype, device=device)
-        self.weights = torch.empty(total, dtype=work_dtype, device=device)
-        self.rows = torch.empty((len(RAW), total), dtype=work_dtype, device=device)
-        self.scratch = torch.empty((3, total), dtype=work_dtype, device=device)
+        self.device, self.dtype = first.device, first.dtype
+        block = choose_block(self.sizes)
+        padded = [-(-size // block) * block for size in self.sizes]
+        self.starts = [sum(padded[:i]) for i in range(len(padded))]
+        total = sum(padded)
+        work = _work_dtype(self.dtype)
+        self.state = StepState(total, block=block, dtype=work, device=self.device, eps=eps)
+        zeros = torch.zeros(max(padded[i] - self.sizes[i] for i in range(len(padded))), dtype=work)
+        zeros = zeros.to(self.device)
+        self._pads = [zeros[: p - s] if p > s else None for p, s in zip(padded, self.sizes)]
+        owner = torch.tensor([i for i, p in enumerate(padded) for _ in range(p // block)])
+        self._block_owner = owner.to(self.device)
+        self._owner_matrix = None  # blocks → parameters as a (parameters, blocks) 0/1 matrix
+        if len(named) * len(owner) <= 1 << 16:  # small: one matmul beats zero_ + index_add_
+            matrix = torch.zeros((len(named), len(owner)), dtype=torch.float64)
+            matrix[owner, torch.arange(len(owner))] = 1.0
+            self._owner_matrix = matrix.to(self.device)
         self.fresh = [True] * len(named)
-        self.numel = torch.tensor(self.sizes, dtype=torch.float64).to(device)
-        carried = old._slices() if old is not None else {}
-        with torch.no_grad():
-            for i, ((name, p), (start, stop)) in enumerate(zip(named, self.bounds())):
-                kept = carried.get(name)
-                if (
-                    kept is not None
-                    and kept[0]() is p
-                    and kept[1] == tuple(p.shape)
-                    and (kept[2].device == device)
-                ):
-                    self.code[start:stop] = kept[2]
-                    self.prev_weight[start:stop] = kept[3]
-                    self.fresh[i] = kept[4]
-                else:
-                    self.prev_weight[start:stop] = p.detach().reshape(-1)
+        self._sample_index = self.state.sample_index(self.bounds(), max(sign_samples, 1))
+        self._samples = torch.empty(self._sample_index.shape, dtype=torch.int8, device=self.device)
+        self._packed = torch.empty(self._samples[:, 0].shape, dtype=torch.int8, device=self.device)
+        self._flat_bytes = self.state.flat()
+        self._carry(named, old)
+        head = torch.tensor([self.sizes, self.fresh], dtype=torch.float64).T
+        self._records = torch.cat((head, torch.zeros(len(named), len(RAW))), 1).to(self.device)
+        self._flags_sent = False  # the fresh flags went out with the last record
+
+    # --- identity -------------------------------------------------------------------------
+    def matches(self, named: list[tuple[str, nn.Parameter]]) -> bool:
+        """Same names, same objects (alive), shapes, dtype and device: the state is valid."""
+        return len(named) == len(self.names) and all(
+            name == mine
+            and ref() is p
+            and p.shape == shape
+            and p.dtype == self.dtype
+            and p.device == self.device
+            for (name, p), mine, ref, shape in zip(named, self.names, self.params, self.shapes)
+        )
 
     def bounds(self) -> list[tuple[int, int]]:
-        out, start = [], 0
-        for size in self.sizes:
-            out.append((start, start + size))
-            start += size
-        return out
+        """``[start, stop)`` of each parameter in the flat vector (padding excluded)."""
+        return [(a, a + size) for a, size in zip(self.starts, self.sizes)]
+
+    # --- construction ---------------------------------------------------------------------
+    def _carry(self, named: list[tuple[str, nn.Parameter]], old: FlatParameters | None) -> None:
+        state = self.state
+        prev_sign, prev_far = state.row("prev_sign"), state.row("prev_far")
+        kept = old._slices() if old is not None else {}
+        with torch.no_grad():
+            for i, ((name, p), (a, b)) in enumerate(zip(named, self.bounds())):
+                carried = kept.get(name)
+                if carried is not None and carried[0]() is p and carried[1] == tuple(p.shape):
+                    _, _, sign, far, weights, fresh = carried
+                    prev_sign[a:b] = sign
+                    prev_far[a:b] = far
+                    state.prev_weights[a:b] = weights
+                    self.fresh[i] = fresh
+                else:
+                    state.prev_weights[a:b] = p.detach().reshape(-1)
 
     def _slices(self) -> dict[str, tuple]:
+        s = self.state
+        sign, far = s.row("prev_sign"), s.row("prev_far")
         return {
-            name: (ref, shape, self.code[a:b], self.prev_weight[a:b], fresh)
+            name: (ref, shape, sign[a:b], far[a:b], s.prev_weights[a:b], fresh)
             for name, ref, shape, (a, b), fresh in zip(
                 self.names, self.params, self.shapes, self.bounds(), self.fresh
             )
         }
 
-    def step(self, eps: float) -> tuple[torch.Tensor, list[bool]]:
-        """One step over every parameter: ``(parameters, 2 + len(RAW))`` records (numel, fresh,
-        sums) on the device, and which parameters were fresh (had no previous step)."""
-        grads, weights = [], []
-        for ref in self.params:
+    # --- one step -------------------------------------------------------------------------
+    def step(self) -> torch.Tensor:
+        """One step over every parameter (each must have a gradient): ``(parameters,
+        2 + len(RAW))`` records (numel, fresh, sums) on the device, valid until the next step."""
+        grads: list[torch.Tensor] = []
+        weights: list[torch.Tensor] = []
+        for ref, pad in zip(self.params, self._pads):
             p = ref()
-            grads.append(p.grad.detach().reshape(-1))
-            weights.append(p.detach().reshape(-1))
-        torch.cat(grads, out=self.grads)
-        torch.cat(weights, out=self.weights)
-        sums = step_sums(
-            self.grads,
-            self.weights,
-            self.code,
-            self.prev_weight,
-            eps,
-            self.rows,
-            self.scratch,
-            self.bounds(),
-        )
-        fresh, self.fresh = self.fresh, [False] * len(self.names)
-        flags = self.numel.new_tensor(fresh) if any(fresh) else self.numel.new_zeros(len(fresh))
-        records = torch.cat((self.numel[:, None], flags[:, None], sums.to(torch.float64)), 1)
-        return records, fresh
+            g = p.grad.data  # .data: no autograd (also cheaper than a no_grad block)
+            if g.is_sparse:
+                g = g.to_dense()
+            grads.append(g.reshape(-1))
+            weights.append(p.data.reshape(-1))
+            if pad is not None:
+                grads.append(pad)
+                weights.append(pad)
+        torch.cat(grads, out=self.state.grad)
+        torch.cat(weights, out=self.state.weights)
+        blocks = self.state.step()
+        records = self._records
+        if self._owner_matrix is not None:
+            torch.mm(self._owner_matrix, blocks.T, out=records[:, 2:])
+        else:
+            records[:, 2:].zero_().index_add_(0, self._block_owner, blocks.T)
+        if self._flags_sent:
+            records[:, 1].zero_()
+            self._flags_sent = False
+        if any(self.fresh):
+            self.fresh, self._flags_sent = [False] * len(self.names), True
+        return records
 
-    def sign_codes(self, index: torch.Tensor) -> torch.Tensor:
-        """The packed codes at flat ``index`` (for the sign heatmap)."""
-        return self.code.index_select(0, index)
+    def sign_samples(self) -> torch.Tensor:
+        """``(parameters, sign_samples)`` ``int8``: ``sign + 4·far`` of the last step at each
+        parameter's sampled components (``gradient_kernel.decode_codes`` gives the sign codes;
+        slots past a parameter's size hold ``PACKED_ABSENT``). Valid until the next call."""
+        torch.take(self._flat_bytes, self._sample_index, out=self._samples)
+        far, sign = self._samples.unbind(1)
+        return torch.add(sign, far, alpha=4, out=self._packed)

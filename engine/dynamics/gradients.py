@@ -3,14 +3,17 @@
 ``GradientTracker`` records, per parameter and per recorded step, the columns of
 ``engine.dynamics.gradient_stats.COLUMNS`` (near-zero count, released and retained counts, sign
 flips, local minimum / maximum crossings, weight-difference and gradient norms). State stays on
-the parameters' device (one flat ``int8`` code and one previous-weights copy per device and
-dtype); records go to a preallocated device ring; nothing syncs with the host until
-``history()`` is asked for.
+the parameters' device (per device and dtype: one flat copy of the previous weights and two
+``int8`` flags per component, see ``gradient_kernel``); records go to a preallocated device
+ring; nothing syncs with the host until ``history()`` is asked for. A recorded step is about
+twenty tensor ops over the flat parameters, whatever their number.
 
 Call ``update()`` after ``backward()`` and before ``optimizer.step()``, or let an optimizer call
 it (``attach(optimizer)`` / ``with tracker.tracking(optimizer):``). Parameters are looked up by
-name at every recorded step, so the tracker follows surgery: a parameter whose object or shape
-changed starts afresh (its previous-step columns are NaN once) and the reset is logged.
+name at every recorded step, so the tracker follows surgery: a parameter whose object, shape,
+dtype or device changed starts afresh (its previous-step columns are NaN once) and the reset is
+logged in ``resets``. Gradients may be float16, bfloat16, float32 or float64 (half types are
+counted in float32, and ``eps`` is compared in the precision counted in), dense or sparse.
 
 >>> import torch, torch.nn as nn
 >>> _ = torch.manual_seed(0)
@@ -37,19 +40,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from engine.dynamics.errors import DynamicsConfigError
 from engine.dynamics.gradient_history import RecordRing
-from engine.dynamics.gradient_layout import FlatParameters, layout_key
+from engine.dynamics.gradient_kernel import PACKED_ABSENT, decode_codes
+from engine.dynamics.gradient_layout import FlatParameters
 from engine.dynamics.gradient_record import GradientHistory
 from engine.dynamics.gradient_stats import RECORD_WIDTH
 from engine.errors import TrackingStateError
 from engine.observe import HookSet
-
-SIGN_ABSENT = 3
-"""Value of a sign-sample slot with no gradient component behind it."""
 
 
 @dataclass
@@ -78,6 +80,7 @@ class GradientTracker:
     calls: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self._selected: dict[str, bool] = {}  # name → matches include/exclude (fixed patterns)
         if not isinstance(self.model, nn.Module):
             raise DynamicsConfigError(f"model must be an nn.Module, got {type(self.model)!r}")
         if not self.eps > 0:
@@ -93,19 +96,22 @@ class GradientTracker:
                 f"include={list(self.include)!r} matches no parameter of "
                 f"{type(self.model).__name__}"
             )
-        self._flats: dict[tuple[str, torch.dtype], FlatParameters] = {}
-        self._sign_index: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._flats: dict[tuple[torch.device, torch.dtype], FlatParameters] = {}
+        self._slots: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._records = RecordRing(self.capacity, RECORD_WIDTH)
-        self._signs = RecordRing(
-            self.capacity, max(self.sign_samples, 1), dtype=torch.int8, fill=SIGN_ABSENT
+        self._signs = RecordRing(  # packed sign samples; unwritten decodes as ABSENT
+            self.capacity, max(self.sign_samples, 1), dtype=torch.int8, fill=PACKED_ABSENT
         )
         self._hooks = HookSet()
 
     # --- selection ------------------------------------------------------------------------
     def _wanted(self, name: str) -> bool:
-        if self.include is not None and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+        wanted = self._selected.get(name)
+        if wanted is None:
+            wanted = self._selected[name] = (
+                self.include is None or any(fnmatch.fnmatchcase(name, p) for p in self.include)
+            ) and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+        return wanted
 
     def parameters(self) -> dict[str, nn.Parameter]:
         """The watched parameters, looked up by name now (new objects after surgery)."""
@@ -118,67 +124,81 @@ class GradientTracker:
         """Record this step if the schedule says so (``True`` when recorded).
 
         ``step`` labels the record (default: the number of ``update`` calls before this one).
-        Parameters without a gradient are skipped (their row stays NaN).
+        Parameters without a gradient are skipped (their row stays NaN) and start afresh when
+        they have one again (their next record has no previous step).
         """
         call = self.calls
         self.calls += 1
         if call % self.every:
             return False
         label = call if step is None else int(step)
-        groups: dict[tuple[str, torch.dtype], list[tuple[str, nn.Parameter]]] = {}
-        for name, p in self.parameters().items():
-            if p.grad is not None:
-                groups.setdefault((str(p.device), p.dtype), []).append((name, p))
+        named = [
+            (name, p)
+            for name, p in self.model.named_parameters()
+            if p.grad is not None and p.requires_grad and self._wanted(name)
+        ]
+        only = next(iter(self._flats.items())) if len(self._flats) == 1 else None
+        if only is not None and only[1].matches(named):  # the usual case: nothing changed
+            groups = {only[0]: named}
+        else:
+            groups = {}
+            for name, p in named:
+                groups.setdefault((p.device, p.dtype), []).append((name, p))
         row = self._records.advance(label)
         self._signs.advance(label)
-        with torch.no_grad():
-            for key, named in groups.items():
-                flat = self._layout(key, named, label)
-                records, _ = flat.step(self.eps)
-                for i, name in enumerate(flat.names):
-                    self._records.write(name, row, records[i])
-                if self.sign_samples:
-                    codes = flat.sign_codes(self._sign_index[key])
-                    widths = [min(size, self.sign_samples) for size in flat.sizes]
-                    for name, part in zip(flat.names, codes.split(widths)):
-                        self._signs.write(name, row, part)
+        for key, named in groups.items():
+            flat = self._layout(key, named, label)
+            slots = self._slots[key]
+            self._records.write(row, slots, flat.step())
+            if self.sign_samples:
+                self._signs.write(row, slots, flat.sign_samples())
+        for key in [k for k in self._flats if k not in groups]:  # no gradient there any more:
+            del self._flats[key], self._slots[key]  # its parameters restart when they are back
         return True
 
     def _layout(
-        self, key: tuple[str, torch.dtype], named: list[tuple[str, nn.Parameter]], step: int
+        self,
+        key: tuple[torch.device, torch.dtype],
+        named: list[tuple[str, nn.Parameter]],
+        step: int,
     ) -> FlatParameters:
         old = self._flats.get(key)
-        if old is not None and old.key == layout_key(named):
+        if old is not None and old.matches(named):
             return old
+        now = dict(named)
         for other in self._flats.values():  # a parameter may also have moved between groups
             for name, ref, shape in zip(other.names, other.params, other.shapes):
-                now = dict(named).get(name)
-                if now is not None and (ref() is not now or shape != tuple(now.shape)):
-                    self.resets.append(
-                        {
-                            "step": step,
-                            "parameter": name,
-                            "old_shape": list(shape),
-                            "new_shape": list(now.shape),
-                            "reason": "shape changed"
-                            if shape != tuple(now.shape)
-                            else "new object",
-                        }
-                    )
-        flat = FlatParameters(named, old)
+                p = now.get(name)
+                if p is None:
+                    continue
+                if shape != tuple(p.shape):
+                    reason = "shape changed"
+                elif ref() is not p:
+                    reason = "new object"
+                elif (other.device, other.dtype) != key:
+                    reason = f"moved to {key[0]} {key[1]}"
+                else:
+                    continue
+                self.resets.append(
+                    {
+                        "step": step,
+                        "parameter": name,
+                        "old_shape": list(shape),
+                        "new_shape": list(p.shape),
+                        "reason": reason,
+                    }
+                )
+        flat = FlatParameters(named, self.eps, old, self.sign_samples)
         self._flats[key] = flat
-        index = []
-        for (start, _), size in zip(flat.bounds(), flat.sizes):
-            k = min(size, self.sign_samples)
-            index.append(torch.linspace(0, max(size - 1, 0), k).round().long() + start)
-        self._sign_index[key] = torch.cat(index).to(flat.code.device)
+        self._slots[key] = self._records.slots(flat.names).to(flat.device)
+        self._signs.slots(flat.names)
         return flat
 
     def on_surgery(self) -> None:
         """Forget every carried state (optional: changed parameters are detected and reset
         automatically at the next record; unchanged ones keep their previous step)."""
         self._flats.clear()
-        self._sign_index.clear()
+        self._slots.clear()
 
     # --- hooks ----------------------------------------------------------------------------
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
@@ -212,13 +232,16 @@ class GradientTracker:
             self.detach()
 
     # --- reading --------------------------------------------------------------------------
+    def _sign_codes(self, name: str) -> np.ndarray:
+        return decode_codes(self._signs.rows(name))
+
     def history(self) -> GradientHistory:
         """Everything recorded so far as host data (the one place that syncs)."""
         names = self._records.names
         return GradientHistory.from_records(
             steps=self._records.steps(),
             records={n: self._records.rows(n) for n in names},
-            signs={n: self._signs.rows(n) for n in names} if self.sign_samples else {},
+            signs={n: self._sign_codes(n) for n in names} if self.sign_samples else {},
             eps=self.eps,
             every=self.every,
             resets=list(self.resets),
