@@ -11,7 +11,8 @@ hidden layer), saves ``plan.json`` and then runs the real CLI in a subprocess, e
 user would type it:
 
     cd REPO && PYTHONPATH=demos python -m engine apply plan.json model.pt \\
-        --model demo_utils:mlp --kwargs '{"widths": [128, 64], ...}' --dry-run
+        --model demo_utils:mlp --kwargs '{"widths": [128, 64], ...}' --probe probe.safetensors \\
+        --dry-run
     cd REPO && PYTHONPATH=demos python -m engine apply ... -o model-pruned.safetensors
 
 The CLI rebuilds the unmodified model from a **model factory** named ``package.module:callable``
@@ -30,6 +31,7 @@ Writes, under the output folder:
 * ``model.pt``, ``model.safetensors`` the trained weights, a plain state dict in both formats
                                  the CLI reads (the demo passes ``model.pt``; either works)
 * ``plan.json``                  the plan the engine proposed (``python -m engine inspect`` it)
+* ``probe.safetensors``          256 held-out images: ``--probe`` measures Δout on them
 * ``model-pruned.safetensors``   the CLI's output: weights + model spec + applied plan
 * ``cli-dry-run.txt``, ``cli-apply.txt``  what the two CLI runs printed
 * ``commands.sh``                the commands, to repeat them by hand
@@ -154,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     # 4. The real CLI, in a subprocess: a dry run, then the surgery written to OUT.
     pruned = out / "model-pruned.safetensors"
     pruned.unlink(missing_ok=True)  # a failed rerun must not leave an old output looking new
+    probe = out / "probe.safetensors"  # held-out digits: the CLI measures Δout on real inputs
+    atomic_write_bytes(probe, safetensors_bytes({"inputs": data.x_test[:256].contiguous()}))
     base = ["apply", str(plan_path), str(ckpt), "--model", FACTORY,
-            "--kwargs", json.dumps(kwargs)]  # fmt: skip
+            "--kwargs", json.dumps(kwargs), "--probe", str(probe)]  # fmt: skip
     dry_cmd = cli_command([*base, "--dry-run"])
     apply_cmd = cli_command([*base, "-o", str(pruned)])
     print(f"\n$ {shell_line(dry_cmd)}")
@@ -207,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         f"max |Δlogit| on the test data vs the trained model: {change:.3g} (the budget fold is a "
         f"least-squares fit, not exact)",
         f"CLI output vs the same plan applied in-process: max |Δ| = {cli_vs_inprocess:.3g}",
-        "(the CLI's own 'max output change' is measured on a random N(0, 1) probe batch, far "
-        "from the [0, 1] pixels of the digits: read the test-data figure above)",
+        "(the CLI's own 'max output change' is measured on --probe probe.safetensors, the "
+        "first 256 test images; without --probe it uses random N(0, 1) data)",
     ])  # fmt: skip
     atomic_write_text(out / "summary.txt", text + "\n")
 

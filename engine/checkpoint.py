@@ -187,12 +187,15 @@ def apply_to_checkpoint(
     input_shape: list[int] | None = None,
     input_dtype: str = "float32",
     dry_run: bool = False,
+    probe: torch.Tensor | None = None,
 ) -> tuple[nn.Module, SurgeryRecord]:
     """Apply ``plan`` to the model in ``checkpoint`` and write the result to ``out``.
 
     ``spec`` builds the model (optional when the checkpoint is one of ours, which carries its
     spec and earlier plans). ``input_shape``: the probe batch's shape (default: one taken
     from the checkpoint, or ``[2, in_features]`` for a model starting with a Linear).
+    ``probe``: real inputs to measure the output change on (see :func:`load_probe`); by
+    default a seeded N(0, 1) batch of ``input_shape``, a worst case for inputs in another range.
     With ``dry_run`` nothing is written. Returns the modified model and the record.
     """
     if out is not None and Path(out).resolve() == Path(checkpoint).resolve():
@@ -208,6 +211,9 @@ def apply_to_checkpoint(
     if spec is None:
         raise ConfigurationError("a model spec (--model package.module:factory) is needed")
     model = spec.build()
+    if probe is not None:
+        input_shape = [2, *probe.shape[1:]]
+        input_dtype = str(probe.dtype).removeprefix("torch.")
     shape = input_shape or _default_shape(model)
     example = _example(shape, input_dtype)
     _replay(model, earlier, example)
@@ -216,10 +222,48 @@ def apply_to_checkpoint(
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"{checkpoint}: weights do not fit {spec.factory}: {first}") from None
-    record = apply_plan(model, plan, example_inputs=example)
+    record = apply_plan(model, plan, example_inputs=example if probe is None else probe)
     if not dry_run and out is not None:
         save(out, model, spec, [*earlier, plan], input_shape=shape, input_dtype=input_dtype)
     return model, record
+
+
+def load_probe(path: str | os.PathLike[str]) -> torch.Tensor:
+    """A probe batch from a file: safetensors holding one tensor (or one named ``inputs``), or a
+    ``.npy`` array (read without pickle). The batch axis comes first.
+
+    >>> import tempfile
+    >>> from safetensors.torch import save_file
+    >>> f = Path(tempfile.mkdtemp()) / "probe.safetensors"
+    >>> save_file({"inputs": torch.rand(16, 64)}, f)
+    >>> load_probe(f).shape
+    torch.Size([16, 64])
+    """
+    path = Path(path)
+    if path.suffix == ".npy":
+        import numpy as np
+
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:  # object arrays need pickle: refused
+            raise CheckpointError(f"{path}: not a plain numeric .npy array ({exc})") from None
+        probe = torch.from_numpy(np.ascontiguousarray(array))
+    else:
+        try:
+            tensors = load_file(path)
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
+        if len(tensors) != 1 and "inputs" not in tensors:
+            raise CheckpointError(
+                f"{path}: holds {sorted(tensors)[:8]}; a probe file needs one tensor, or one "
+                f"named 'inputs'"
+            )
+        probe = tensors["inputs"] if "inputs" in tensors else next(iter(tensors.values()))
+    if probe.dim() < 1 or probe.shape[0] < 1:
+        raise CheckpointError(
+            f"{path}: a probe needs a batch axis with samples, got {list(probe.shape)}"
+        )
+    return probe
 
 
 def _default_shape(model: nn.Module) -> list[int]:

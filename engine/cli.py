@@ -88,7 +88,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_apply(args: argparse.Namespace) -> int:
     import json
 
-    from engine.checkpoint import ModelSpec, apply_to_checkpoint
+    from engine.checkpoint import ModelSpec, apply_to_checkpoint, load_probe
 
     spec = None
     if args.model:
@@ -105,6 +105,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     _, record = apply_to_checkpoint(
         args.plan, args.checkpoint, spec, None if args.dry_run else args.output,
         input_shape=shape, input_dtype=args.input_dtype, dry_run=args.dry_run,
+        probe=load_probe(args.probe) if args.probe else None,
     )  # fmt: skip
     print(surgery_summary(record, dry_run=args.dry_run, out=args.output))
     return 0
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="MODULE:FACTORY", help="builds the unmodified model")
     p.add_argument("--kwargs", metavar="JSON", help="keyword arguments of the factory")
     p.add_argument("--input-shape", metavar="N,…", help="probe batch shape, e.g. 2,3,32,32")
+    p.add_argument(
+        "--probe", metavar="FILE",
+        help="real inputs to measure the output change on: safetensors (one tensor, or one "
+        "named 'inputs') or .npy; default: random N(0, 1) data of --input-shape",
+    )  # fmt: skip
     p.add_argument("--input-dtype", default="float32", help="probe dtype (default float32)")
     p.add_argument("-o", "--output", metavar="OUT", help="modified checkpoint (safetensors)")
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")

@@ -136,3 +136,52 @@ def test_cli_inspect_summarises_a_checkpoint(tmp_path, capsys):
     assert "  0.weight  [8, 6]" in text
     assert main(["inspect", str(tmp_path / "model.pt")]) == 0
     assert "no engine header" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npy"])
+def test_probe_file_measures_the_output_change_on_real_inputs(tmp_path, capsys, fmt):
+    import numpy as np
+
+    torch.save(make_model().state_dict(), tmp_path / "model.pt")
+    plan().save(tmp_path / "plan.json")
+    inputs = torch.rand(32, 6)  # another range than the default N(0, 1) probe
+    if fmt == "npy":
+        np.save(tmp_path / "probe.npy", inputs.numpy())
+    else:
+        save_file({"inputs": inputs, "labels": torch.zeros(32)}, tmp_path / "probe.safetensors")
+    probe = checkpoint.load_probe(tmp_path / f"probe.{fmt}")
+    assert torch.equal(probe, inputs)
+    model, record = checkpoint.apply_to_checkpoint(
+        tmp_path / "plan.json", tmp_path / "model.pt", SPEC, tmp_path / "out.safetensors",
+        probe=probe,
+    )  # fmt: skip
+    with torch.no_grad():
+        measured = (model(inputs) - make_model()(inputs)).abs().max().item()
+    assert record.max_output_change_eval == pytest.approx(measured, rel=1e-5, abs=1e-7)
+    assert checkpoint.load(tmp_path / "out.safetensors")(inputs).shape == (32, 3)
+    args = ["apply", str(tmp_path / "plan.json"), str(tmp_path / "model.pt"), "--model",
+            SPEC.factory, "--kwargs", '{"width": 10}', "--dry-run",
+            "--probe", str(tmp_path / f"probe.{fmt}")]  # fmt: skip
+    assert main(args) == 0
+    assert f"max output change {record.max_output_change_eval}" in capsys.readouterr().out
+
+
+def test_bad_probe_files_are_refused_with_the_reason(tmp_path, capsys):
+    import numpy as np
+
+    save_file({"a": torch.zeros(2, 6), "b": torch.zeros(2, 6)}, tmp_path / "two.safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match=r"one tensor, or one named 'inputs'"):
+        checkpoint.load_probe(tmp_path / "two.safetensors")
+    np.save(tmp_path / "objects.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(checkpoint.CheckpointError, match="not a plain numeric"):
+        checkpoint.load_probe(tmp_path / "objects.npy")
+    save_file({"inputs": torch.zeros(())}, tmp_path / "scalar.safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match="batch axis"):
+        checkpoint.load_probe(tmp_path / "scalar.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
+    torch.save(make_model().state_dict(), tmp_path / "model.pt")
+    plan().save(tmp_path / "plan.json")
+    junk = str(tmp_path / "junk.safetensors")
+    code = main(["apply", str(tmp_path / "plan.json"), str(tmp_path / "model.pt"), "--model",
+                 SPEC.factory, "--dry-run", "--probe", junk])  # fmt: skip
+    assert code == 2 and "junk.safetensors" in capsys.readouterr().err
