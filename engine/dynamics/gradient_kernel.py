@@ -20,7 +20,7 @@ far         ``|g| ≥ eps``: trunc(clamp(g / eps, −1, 1)) is ±1 exactly then 
             tensor because CUDA turns division by a host scalar into a multiplication), ``& 1``
 prev_far    far at the last record (carried)
 maxima      a flip with g·Δw < 0: ``crossing & ((sign ^ step_sign) >> 1) & sign``
-minima      a flip with g·Δw > 0: ``crossing ^ maxima``
+crossings   a flip with Δw ≠ 0: ``flips & step_sign`` (minima = crossings − maxima, see below)
 flips       sign(g)·sign(g_prev) < 0: ``((sign ^ prev_sign) >> 1) & sign & prev_sign & 1``
 step_sign   sign(Δw), Δw the weight change since the last record
 sign        sign(g)
@@ -28,10 +28,12 @@ prev_sign   sign(g) at the last record (carried)
 ==========  ====================================================================================
 
 with ``crossing = flips & step_sign`` (a flip with Δw ≠ 0; see ``gradient_stats`` for the
-minimum / maximum heuristic). ``>> 1`` moves bit 1 of every byte to bit 0 of the same byte, and
+minimum / maximum heuristic). A crossing that is not a maximum is a minimum, so the minima are
+counted as ``Σ crossings − Σ maxima`` on the block sums (exact in float64) rather than with a
+word op over the whole row. ``>> 1`` moves bit 1 of every byte to bit 0 of the same byte, and
 ``& 1`` (explicit, or through an operand that is already 0/1) clears the other bits, so the word
 ops never mix bytes. The first six rows are the counted ones (``COUNT_ROWS``). The row order
-lets pairs of rows at equal distances share one op (eight word ops in all, and one copy to
+lets pairs of rows at equal distances share one op (seven word ops in all, and one copy to
 carry ``(sign, far)`` into ``(prev_sign, prev_far)``).
 
 **Block sums.** The flat vector is a run of blocks of ``block`` components (≤ 1024); every
@@ -64,12 +66,14 @@ import torch
 ONES = 0x0101010101010101
 """Bit 0 of every byte of an ``int64`` word."""
 ROWS = (
-    "far_kept", "far", "prev_far", "maxima", "minima", "flips",
+    "far_kept", "far", "prev_far", "maxima", "crossings", "flips",
     "step_sign", "sign", "prev_sign",
 )  # fmt: skip
 """The ``int8`` rows of ``StepState.bytes``, in this order."""
 COUNT_ROWS = ROWS[:6]
-"""The 0/1 rows counted per block, in this order (then ``weight_diff_sq``, ``grad_sq``)."""
+"""The 0/1 rows counted per block, in this order; ``step`` returns their block sums with the
+``crossings`` sum turned into the minima (``crossings − maxima``), then ``weight_diff_sq``,
+``grad_sq`` (the order of ``gradient_stats.RAW``)."""
 MAX_BLOCK = 1024
 """Largest block: a byte lane of a word sum must stay below 256 (``block / 8``)."""
 ABSENT = 3
@@ -135,11 +139,12 @@ class StepState:
         self._words = tuple(w)
         self._xor_with, self._xor_out = w[6:9:2], w[3:6:2]  # (step_sign, prev_sign) → (max, flips)
         self._far_flips = w[1:6:4]  # (far, flips)
-        self._and_with, self._and_out = w[2:7:4], w[0:5:4]  # (prev_far, step_sign) → (kept, min)
+        self._and_with, self._and_out = w[2:7:4], w[0:5:4]  # (prev_far, step_sign) → (kept, cross)
         self._count_words = w[:rows].view(rows, blocks, self.block // 8)
         self._lanes = torch.empty((rows, blocks), dtype=torch.int64, device=device)
         self._lane_bytes = self._lanes.view(torch.uint8).view(rows, blocks, 8)
         self._out_counts, self._out_norms = self.out[:rows], self.out[rows:]
+        self._out_maxima, self._out_minima = self.out[3], self.out[4]
         self._carry_to, self._carry_from = self.bytes[2:9:6], self.bytes[1:8:6]  # ← (far, sign)
 
     def row(self, name: str) -> torch.Tensor:
@@ -172,18 +177,18 @@ class StepState:
         self._far_bytes.copy_(t)  # signed for now
         self._sign_bytes.copy_(self.gd.sign_())  # step_sign, sign
 
-        _, _, _, maxima, minima, flips, _, sign, prev_sign = self._words
+        _, _, _, maxima, crossings, flips, _, sign, prev_sign = self._words
         pairs = self._xor_out  # (maxima, flips) rows as scratch: sign ^ (step_sign, prev_sign)
         torch.bitwise_xor(sign, self._xor_with, out=pairs).bitwise_right_shift_(1)
         pairs.bitwise_and_(sign)
         flips.bitwise_and_(prev_sign)  # bit 0: a flip
         self._far_flips.bitwise_and_(ONES)  # far (was signed), flips: clean 0/1
         torch.bitwise_and(self._far_flips, self._and_with, out=self._and_out)  # kept, crossing
-        maxima.bitwise_and_(minima)  # minima holds crossing = flips & step_sign
-        minima.bitwise_xor_(maxima)
+        maxima.bitwise_and_(crossings)
 
         torch.sum(self._count_words, -1, out=self._lanes)
         torch.sum(self._lane_bytes, -1, dtype=torch.float64, out=self._out_counts)
+        self._out_minima.sub_(self._out_maxima)  # crossings − maxima
         torch.mul(self._norms, self._norms, out=self._out_norms)
         self._carry_to.copy_(self._carry_from)  # (far, sign) become (prev_far, prev_sign)
         self.weights, self.prev_weights = self.prev_weights, self.weights

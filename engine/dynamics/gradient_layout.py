@@ -2,9 +2,9 @@
 
 One recorded step is then a fixed number of tensor ops over one flat vector, whatever the
 number of parameters (per-op dispatch, not arithmetic, dominates small parameters on CPU):
-gradients and weights are concatenated into flat buffers (each parameter starting on a block
-boundary, zero-padded), ``gradient_kernel.StepState.step`` counts everything per block, and one
-``index_add_`` turns blocks into per-parameter sums.
+gradients and weights are copied into flat buffers by one ``torch._foreach_copy_`` (each
+parameter starting on a block boundary, zero-padded), ``gradient_kernel.StepState.step`` counts
+everything per block, and one matmul (or ``index_add_``) turns blocks into per-parameter sums.
 
 The layout is keyed by each parameter's name, object, shape, device and dtype. When surgery
 replaces or reshapes a parameter, a new layout is built: unchanged parameters keep their
@@ -69,9 +69,14 @@ class FlatParameters:
         total = sum(padded)
         work = _work_dtype(self.dtype)
         self.state = StepState(total, block=block, dtype=work, device=self.device, eps=eps)
-        zeros = torch.zeros(max(padded[i] - self.sizes[i] for i in range(len(padded))), dtype=work)
-        zeros = zeros.to(self.device)
-        self._pads = [zeros[: p - s] if p > s else None for p, s in zip(padded, self.sizes)]
+        # the step copies every gradient and weight with one ``_foreach_copy_`` into views of
+        # the flat buffers shaped like the parameters (the weights' buffer alternates with the
+        # previous weights' one, so there is a set of views for each)
+        s = self.state
+        grads = self._shaped(s.grad, named)
+        self._copy_to = {
+            id(buf): grads + self._shaped(buf, named) for buf in (s.weights, s.prev_weights)
+        }
         owner = torch.tensor([i for i, p in enumerate(padded) for _ in range(p // block)])
         self._block_owner = owner.to(self.device)
         self._owner_matrix = None  # blocks → parameters as a (parameters, blocks) 0/1 matrix
@@ -88,6 +93,9 @@ class FlatParameters:
         head = torch.tensor([self.sizes, self.fresh], dtype=torch.float64).T
         self._records = torch.cat((head, torch.zeros(len(named), len(RAW))), 1).to(self.device)
         self._flags_sent = False  # the fresh flags went out with the last record
+        # views made once (a view costs about an op's dispatch)
+        self._sums, self._blocks_t = self._records[:, 2:], self.state.out.T
+        self._sample_far, self._sample_sign = self._samples.unbind(1)
 
     # --- identity -------------------------------------------------------------------------
     def matches(self, named: list[tuple[str, nn.Parameter]]) -> bool:
@@ -100,6 +108,12 @@ class FlatParameters:
             and p.device == self.device
             for (name, p), mine, ref, shape in zip(named, self.names, self.params, self.shapes)
         )
+
+    def _shaped(self, flat: torch.Tensor, named: list[tuple[str, nn.Parameter]]) -> list:
+        """Views of ``flat`` at each parameter's slice, shaped like the parameter. The padding
+        between slices is never written by the step's copy: it stays zero (the kernel's
+        in-place ops map zero to zero)."""
+        return [flat[a:b].view(p.shape) for (a, b), (_, p) in zip(self.bounds(), named)]
 
     def bounds(self) -> list[tuple[int, int]]:
         """``[start, stop)`` of each parameter in the flat vector (padding excluded)."""
@@ -136,26 +150,18 @@ class FlatParameters:
     def step(self) -> torch.Tensor:
         """One step over every parameter (each must have a gradient): ``(parameters,
         2 + len(RAW))`` records (numel, fresh, sums) on the device, valid until the next step."""
-        grads: list[torch.Tensor] = []
-        weights: list[torch.Tensor] = []
-        for ref, pad in zip(self.params, self._pads):
-            p = ref()
-            g = p.grad.data  # .data: no autograd (also cheaper than a no_grad block)
-            if g.is_sparse:
-                g = g.to_dense()
-            grads.append(g.reshape(-1))
-            weights.append(p.data.reshape(-1))
-            if pad is not None:
-                grads.append(pad)
-                weights.append(pad)
-        torch.cat(grads, out=self.state.grad)
-        torch.cat(weights, out=self.state.weights)
-        blocks = self.state.step()
+        params = [ref() for ref in self.params]
+        sources = [p.grad for p in params]
+        if any(g.is_sparse for g in sources):  # densified: missing entries are exact zeros
+            sources = [g.to_dense() if g.is_sparse else g for g in sources]
+        with torch.no_grad():
+            torch._foreach_copy_(self._copy_to[id(self.state.weights)], sources + params)
+        self.state.step()  # block sums into state.out (self._blocks_t is its transpose)
         records = self._records
         if self._owner_matrix is not None:
-            torch.mm(self._owner_matrix, blocks.T, out=records[:, 2:])
+            torch.mm(self._owner_matrix, self._blocks_t, out=self._sums)
         else:
-            records[:, 2:].zero_().index_add_(0, self._block_owner, blocks.T)
+            self._sums.zero_().index_add_(0, self._block_owner, self._blocks_t)
         if self._flags_sent:
             records[:, 1].zero_()
             self._flags_sent = False
@@ -168,5 +174,4 @@ class FlatParameters:
         parameter's sampled components (``gradient_kernel.decode_codes`` gives the sign codes;
         slots past a parameter's size hold ``PACKED_ABSENT``). Valid until the next call."""
         torch.take(self._flat_bytes, self._sample_index, out=self._samples)
-        far, sign = self._samples.unbind(1)
-        return torch.add(sign, far, alpha=4, out=self._packed)
+        return torch.add(self._sample_sign, self._sample_far, alpha=4, out=self._packed)

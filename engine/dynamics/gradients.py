@@ -137,24 +137,27 @@ class GradientTracker:
             for name, p in self.model.named_parameters()
             if p.grad is not None and p.requires_grad and self._wanted(name)
         ]
-        only = next(iter(self._flats.items())) if len(self._flats) == 1 else None
-        if only is not None and only[1].matches(named):  # the usual case: nothing changed
-            groups = {only[0]: named}
-        else:
-            groups = {}
-            for name, p in named:
-                groups.setdefault((p.device, p.dtype), []).append((name, p))
         row = self._records.advance(label)
         self._signs.advance(label)
+        only = next(iter(self._flats.items())) if len(self._flats) == 1 else None
+        if only is not None and only[1].matches(named):  # the usual case: nothing changed
+            self._write(row, self._slots[only[0]], only[1])
+            return True
+        groups: dict[tuple[torch.device, torch.dtype], list[tuple[str, nn.Parameter]]] = {}
+        for name, p in named:
+            groups.setdefault((p.device, p.dtype), []).append((name, p))
         for key, named in groups.items():
-            flat = self._layout(key, named, label)
-            slots = self._slots[key]
-            self._records.write(row, slots, flat.step())
-            if self.sign_samples:
-                self._signs.write(row, slots, flat.sign_samples())
+            flat = self._layout(key, named, label)  # creates the key's slots
+            self._write(row, self._slots[key], flat)
         for key in [k for k in self._flats if k not in groups]:  # no gradient there any more:
             del self._flats[key], self._slots[key]  # its parameters restart when they are back
         return True
+
+    def _write(self, row: int, slots: torch.Tensor, flat: FlatParameters) -> None:
+        """One step of ``flat`` into ``row`` of the rings."""
+        self._records.write(row, slots, flat.step())
+        if self.sign_samples:
+            self._signs.write(row, slots, flat.sign_samples())
 
     def _layout(
         self,
