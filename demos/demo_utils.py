@@ -7,6 +7,7 @@ as ``demo_utils`` (the script's folder is on ``sys.path``).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -133,3 +134,13 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def fresh_run_dir(path: Path) -> Path:
+    """A weight-tracking run folder without an earlier run's snapshots (a tracker appends to
+    an existing run); refuses to delete a folder that is not a run folder."""
+    if path.exists():
+        if not (path / "index.json").is_file() and any(path.iterdir()):
+            sys.exit(f"{path} exists and is not a weight-tracking run folder: choose another --out")
+        shutil.rmtree(path)
+    return path

@@ -69,8 +69,9 @@ def train_fixed(name: str, split, epochs: int, seed: int) -> list[float]:
 
 def run_model(name: str, args, out: Path) -> dict:
     """Train ``name`` with surgery every ``args.every`` epochs; write its outputs under ``out``."""
-    for generated in ("weights", "plans"):  # a re-run starts a fresh run folder
-        shutil.rmtree(out / generated, ignore_errors=True)
+    du.fresh_run_dir(out / "weights")  # a re-run starts afresh (only our own files go)
+    for old_plan in (out / "plans").glob("plan-epoch*.json"):
+        old_plan.unlink()
     split = du.digits(args.seed, fast=args.fast, images=MODELS[name]["images"])
     torch.manual_seed(args.seed)
     model = MODELS[name]["build"]()

@@ -35,14 +35,21 @@ Figures are drawn on matplotlib's Agg canvas (no display needed).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from demo_utils import accuracy, demo_arguments, digits, mlp, parse_demo_arguments, train_epoch
+from demo_utils import (
+    accuracy,
+    demo_arguments,
+    digits,
+    fresh_run_dir,
+    mlp,
+    parse_demo_arguments,
+    train_epoch,
+)
 
 from engine import NeuronEngine
 from engine.dynamics import plot_gradient_dynamics
@@ -54,16 +61,6 @@ from engine.weights.plots import (
     plot_weight_heatmap,
     plot_weight_trajectories,
 )
-
-
-def fresh_run_dir(path: Path) -> Path:
-    """A weight-tracking run folder without an earlier run's snapshots (a tracker appends to
-    an existing run); refuses to delete a folder that is not a run folder."""
-    if path.exists():
-        if not (path / "index.json").is_file() and any(path.iterdir()):
-            sys.exit(f"{path} exists and is not a weight-tracking run folder: choose another --out")
-        shutil.rmtree(path)
-    return path
 
 
 def draw(
