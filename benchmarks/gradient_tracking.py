@@ -55,6 +55,11 @@ def make_mlp(*widths: int) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
+def variant_name(kernel: str, every: int) -> str:
+    """``every=N`` for the default kernel, ``torch every=N`` for the tensor-op one."""
+    return f"every={every}" if kernel == "auto" else f"{kernel} every={every}"
+
+
 def run(
     *,
     repeats: int,
@@ -63,13 +68,18 @@ def run(
     device: torch.device,
     seed: int,
     every: list[int],
+    kernels: list[str],
     make_tracker: Callable[..., GradientTracker] = GradientTracker,
 ) -> dict:
-    """Interleaved blocks: ``off`` and ``every=N`` for each N; ratios per repeat."""
+    """Interleaved blocks: ``off`` and ``every=N`` for each N and kernel; ratios per repeat."""
     torch.manual_seed(seed)
     model = make_mlp(784, 256, 128, 10).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    trackers = {f"every={n}": make_tracker(model, eps=1e-5, every=n) for n in every}
+    trackers = {
+        variant_name(kernel, n): make_tracker(model, eps=1e-5, every=n, kernel=kernel)
+        for kernel in kernels
+        for n in every
+    }
     gen = torch.Generator().manual_seed(seed + 1)
     xs = [torch.randn(256, 784, generator=gen).to(device) for _ in range(4)]
     ys = [torch.randint(0, 10, (256,), generator=gen).to(device) for _ in range(4)]
@@ -111,6 +121,7 @@ def run(
         hist = tracker.history()
         out["variants"][name] = {
             **summarize(r),
+            "kernels": tracker.kernels,
             "ratios": r,
             "records": len(hist.steps),
             "history_ms": 1e3 * (time.perf_counter() - t0),
@@ -123,6 +134,7 @@ def per_call(
     *,
     calls: int,
     device: torch.device,
+    kernel: str = "auto",
     make_tracker: Callable[..., GradientTracker] = GradientTracker,
 ) -> dict:
     """Milliseconds per ``update()`` called back to back (every call recorded; buffers warm, so
@@ -132,7 +144,7 @@ def per_call(
     x = torch.randn(256, widths[0], device=device)
     y = torch.randint(0, widths[-1], (256,), device=device)
     nn.functional.cross_entropy(model(x), y).backward()
-    tracker = make_tracker(model, eps=1e-5)
+    tracker = make_tracker(model, eps=1e-5, kernel=kernel)
     for _ in range(10):
         tracker.update()
     ms = []
@@ -149,6 +161,7 @@ def per_call(
     s = summarize(ms)
     return {
         "model": "MLP " + "-".join(map(str, widths)),
+        "kernel": tracker.kernels,
         "parameters": sum(p.numel() for p in model.parameters()),
         "calls": calls,
         **{f"{k}_ms": v for k, v in s.items()},
@@ -163,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="training steps per block (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up steps (default 5)")
     p.add_argument("--every", type=int, nargs="+", default=[1, 4], help="schedules (default 1 4)")
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=["auto", "torch"],
+        choices=["auto", "torch"],
+        help="GradientTracker kernels to compare (default: auto torch)",
+    )
     p.add_argument("--calls", type=int, default=300, help="single calls timed per model")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default all)")
     p.add_argument("--quick", action="store_true", help="tiny counts: smoke run")
@@ -195,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         seed=args.seed,
         every=sorted(set(args.every)),
+        kernels=list(dict.fromkeys(args.kernels)),
     )
     ms = res["ms_per_step"]
     print(
@@ -205,17 +226,22 @@ def main(argv: list[str] | None = None) -> int:
         verdict = ""
         if name == "every=1":
             verdict = f", target {TARGET:.2f}x " + ("PASS" if v["median"] <= TARGET else "FAIL")
+        used = ", ".join(sorted(set(v["kernels"].values())))
         print(
-            f"  {name:<9} on/off median {v['median']:.3f}x (IQR {v['q1']:.3f}-{v['q3']:.3f})"
+            f"  {name:<15} ({used}) on/off median {v['median']:.3f}x "
+            f"(IQR {v['q1']:.3f}-{v['q3']:.3f})"
             f"{verdict}; ms/step {ms[name]:.2f}; history() of {v['records']} records "
             f"{v['history_ms']:.1f} ms"
         )
     calls = [
-        per_call(w, calls=args.calls, device=device) for w in ((784, 154, 10), (784, 256, 128, 10))
+        per_call(w, calls=args.calls, device=device, kernel=kernel)
+        for kernel in dict.fromkeys(args.kernels)
+        for w in ((784, 154, 10), (784, 256, 128, 10))
     ]
     for c in calls:
+        used = ", ".join(sorted(set(c["kernel"].values())))
         print(
-            f"per call, back to back, {c['model']} ({c['parameters']} parameters): median "
+            f"per call ({used}), back to back, {c['model']} ({c['parameters']} parameters): median "
             f"{c['median_ms']:.3f} ms (IQR {c['q1_ms']:.3f}-{c['q3_ms']:.3f}); the Keras "
             f"callback took {KERAS_MS:.0f} ms at 122k ({c['keras_over_ours']:.0f}x this)"
         )

@@ -1,4 +1,4 @@
-"""``import engine`` stays light: plotting and kNN libraries load only when used."""
+"""``import engine`` stays light: plotting, kNN and JIT libraries load only when used."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_import_engine_does_not_load_matplotlib_or_scipy_spatial():
+def test_import_engine_does_not_load_matplotlib_scipy_spatial_or_numba():
     code = (
         "import sys, engine, engine.dynamics, engine.weights\n"
-        "heavy = [m for m in ('matplotlib', 'scipy.spatial') if m in sys.modules]\n"
+        "heavy = [m for m in ('matplotlib', 'scipy.spatial', 'numba') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "from engine.dynamics import plot_gradient_dynamics\n"  # still reachable on demand
         "assert 'matplotlib' in sys.modules\n"

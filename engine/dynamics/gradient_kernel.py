@@ -102,6 +102,25 @@ def decode_codes(packed: np.ndarray) -> np.ndarray:
     return _DECODE[np.asarray(packed, dtype=np.int16) + 1]
 
 
+def sample_index(
+    bounds: list[tuple[int, int]], k: int, *, rows: tuple[int, int], stride: int, sentinel: int
+) -> torch.Tensor:
+    """``(len(bounds), 2, k)`` indices into a flat ``(rows, stride)`` byte buffer: the far and
+    sign rows (``rows``) at ``k`` evenly spaced components of each ``[start, stop)``; slots past
+    a parameter's size point at column ``sentinel`` of those rows.
+
+    >>> sample_index([(0, 2), (8, 11)], 3, rows=(0, 1), stride=20, sentinel=16).tolist()
+    [[[0, 1, 16], [20, 21, 36]], [[8, 9, 10], [28, 29, 30]]]
+    """
+    offsets = torch.tensor(rows) * stride
+    index = torch.full((len(bounds), 2, k), sentinel, dtype=torch.long) + offsets[:, None]
+    for i, (start, stop) in enumerate(bounds):
+        m = min(stop - start, k)
+        pos = torch.linspace(0, max(stop - start - 1, 0), m).round().long() + start
+        index[i, :, :m] = pos + offsets[:, None]
+    return index
+
+
 class StepState:
     """Carried state (previous weights, signs and far flags) and scratch for ``n`` flat
     components (``n`` a multiple of ``block``). The caller writes ``grad`` and ``weights``
@@ -120,8 +139,8 @@ class StepState:
         self.prev_weights = torch.zeros(n, dtype=dtype, device=device)
         # one spare word per row: a sentinel that sign samples of absent slots point at
         self._bytes = torch.zeros((len(ROWS), n + 8), dtype=torch.int8, device=device)
-        self._bytes[ROWS.index("far"), n] = 1  # packs with the sign's 3 as PACKED_ABSENT
-        self._bytes[ROWS.index("sign"), n] = 3
+        self._bytes[ROWS.index("prev_far"), n] = 1  # packs with the sign's 3 as PACKED_ABSENT
+        self._bytes[ROWS.index("prev_sign"), n] = 3
         self.bytes = self._bytes[:, :n]
         self.out = torch.empty(
             (len(COUNT_ROWS) + 2, self.blocks), dtype=torch.float64, device=device
@@ -156,15 +175,12 @@ class StepState:
         return self._bytes.view(-1)
 
     def sample_index(self, bounds: list[tuple[int, int]], k: int) -> torch.Tensor:
-        """``(parameters, 2, k)`` indices into ``flat()`` of ``(far, sign)`` at ``k`` evenly
-        spaced components of each ``[start, stop)``; slots past a parameter's size point at the
-        sentinels (decoded as ``ABSENT``)."""
-        rows = torch.tensor([ROWS.index("far"), ROWS.index("sign")]) * (self.n + 8)
-        index = torch.full((len(bounds), 2, k), self.n, dtype=torch.long) + rows[:, None]
-        for i, (start, stop) in enumerate(bounds):
-            m = min(stop - start, k)
-            pos = torch.linspace(0, max(stop - start - 1, 0), m).round().long() + start
-            index[i, :, :m] = pos + rows[:, None]
+        """``(parameters, 2, k)`` indices into ``flat()`` of ``(far, sign)`` of the last step
+        (carried in ``prev_far``, ``prev_sign``) at ``k`` evenly spaced components of each
+        ``[start, stop)``; slots past a parameter's size point at the sentinels (decoded as
+        ``ABSENT``)."""
+        rows = (ROWS.index("prev_far"), ROWS.index("prev_sign"))
+        index = sample_index(bounds, k, rows=rows, stride=self.n + 8, sentinel=self.n)
         return index.to(self.eps.device)
 
     def step(self) -> torch.Tensor:

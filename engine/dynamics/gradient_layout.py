@@ -1,10 +1,12 @@
 """The watched parameters of one device and dtype laid end to end, with their carried state.
 
-One recorded step is then a fixed number of tensor ops over one flat vector, whatever the
-number of parameters (per-op dispatch, not arithmetic, dominates small parameters on CPU):
-gradients and weights are copied into flat buffers by one ``torch._foreach_copy_`` (each
-parameter starting on a block boundary, zero-padded), ``gradient_kernel.StepState.step`` counts
-everything per block, and one matmul (or ``index_add_``) turns blocks into per-parameter sums.
+With the tensor-op kernel, one recorded step is then a fixed number of tensor ops over one
+flat vector, whatever the number of parameters (per-op dispatch, not arithmetic, dominates small
+parameters): gradients and weights are copied into flat buffers by one ``torch._foreach_copy_``
+(each parameter starting on a block boundary, zero-padded), ``gradient_kernel.StepState.step``
+counts everything per block, and one matmul (or ``index_add_``) turns blocks into
+per-parameter sums. With the fused kernel (CPU), ``gradient_fused.FusedState.step`` reads each
+gradient and weight in place and writes each parameter's sums directly.
 
 The layout is keyed by each parameter's name, object, shape, device and dtype. When surgery
 replaces or reshapes a parameter, a new layout is built: unchanged parameters keep their
@@ -37,6 +39,7 @@ import weakref
 import torch
 from torch import nn
 
+from engine.dynamics.gradient_fused import FusedState
 from engine.dynamics.gradient_kernel import StepState, choose_block
 from engine.dynamics.gradient_stats import RAW
 
@@ -56,6 +59,7 @@ class FlatParameters:
         eps: float,
         old: FlatParameters | None = None,
         sign_samples: int = 0,
+        kernel: str = "torch",
     ) -> None:
         self.names = [n for n, _ in named]
         self.params = [weakref.ref(p) for _, p in named]
@@ -68,22 +72,18 @@ class FlatParameters:
         self.starts = [sum(padded[:i]) for i in range(len(padded))]
         total = sum(padded)
         work = _work_dtype(self.dtype)
-        self.state = StepState(total, block=block, dtype=work, device=self.device, eps=eps)
-        # the step copies every gradient and weight with one ``_foreach_copy_`` into views of
-        # the flat buffers shaped like the parameters (the weights' buffer alternates with the
-        # previous weights' one, so there is a set of views for each)
-        s = self.state
-        grads = self._shaped(s.grad, named)
-        self._copy_to = {
-            id(buf): grads + self._shaped(buf, named) for buf in (s.weights, s.prev_weights)
-        }
-        owner = torch.tensor([i for i, p in enumerate(padded) for _ in range(p // block)])
-        self._block_owner = owner.to(self.device)
+        self.kernel = kernel
+        self._copy_to: dict[int, list[torch.Tensor]] = {}
         self._owner_matrix = None  # blocks → parameters as a (parameters, blocks) 0/1 matrix
-        if len(named) * len(owner) <= 1 << 16:  # small: one matmul beats zero_ + index_add_
-            matrix = torch.zeros((len(named), len(owner)), dtype=torch.float64)
-            matrix[owner, torch.arange(len(owner))] = 1.0
-            self._owner_matrix = matrix.to(self.device)
+        if kernel == "fused":
+            if self.device.type != "cpu":
+                raise ValueError(f"the fused kernel runs on CPU, not {self.device}")
+            self.state: StepState | FusedState = FusedState(
+                total, self.bounds(), dtype=work, eps=eps
+            )
+        else:
+            self.state = StepState(total, block=block, dtype=work, device=self.device, eps=eps)
+            self._tensor_kernel_buffers(named, padded, block)
         self.fresh = [True] * len(named)
         self._sample_index = self.state.sample_index(self.bounds(), max(sign_samples, 1))
         self._samples = torch.empty(self._sample_index.shape, dtype=torch.int8, device=self.device)
@@ -94,8 +94,31 @@ class FlatParameters:
         self._records = torch.cat((head, torch.zeros(len(named), len(RAW))), 1).to(self.device)
         self._flags_sent = False  # the fresh flags went out with the last record
         # views made once (a view costs about an op's dispatch)
-        self._sums, self._blocks_t = self._records[:, 2:], self.state.out.T
+        self._sums = self._records[:, 2:]
+        if kernel == "fused":
+            self._sums_numpy = self._sums.numpy()  # the kernel writes each parameter's row
+        else:
+            self._blocks_t = self.state.out.T
         self._sample_far, self._sample_sign = self._samples.unbind(1)
+
+    def _tensor_kernel_buffers(
+        self, named: list[tuple[str, nn.Parameter]], padded: list[int], block: int
+    ) -> None:
+        """The tensor-op kernel's copy targets and block → parameter map."""
+        # the step copies every gradient and weight with one ``_foreach_copy_`` into views of
+        # the flat buffers shaped like the parameters (the weights' buffer alternates with the
+        # previous weights' one, so there is a set of views for each)
+        s = self.state
+        grads = self._shaped(s.grad, named)
+        self._copy_to = {
+            id(buf): grads + self._shaped(buf, named) for buf in (s.weights, s.prev_weights)
+        }
+        owner = torch.tensor([i for i, p in enumerate(padded) for _ in range(p // block)])
+        self._block_owner = owner.to(self.device)
+        if len(named) * len(owner) <= 1 << 16:  # small: one matmul beats zero_ + index_add_
+            matrix = torch.zeros((len(named), len(owner)), dtype=torch.float64)
+            matrix[owner, torch.arange(len(owner))] = 1.0
+            self._owner_matrix = matrix.to(self.device)
 
     # --- identity -------------------------------------------------------------------------
     def matches(self, named: list[tuple[str, nn.Parameter]]) -> bool:
@@ -151,23 +174,29 @@ class FlatParameters:
         """One step over every parameter (each must have a gradient): ``(parameters,
         2 + len(RAW))`` records (numel, fresh, sums) on the device, valid until the next step."""
         params = [ref() for ref in self.params]
-        sources = [p.grad for p in params]
-        if any(g.is_sparse for g in sources):  # densified: missing entries are exact zeros
-            sources = [g.to_dense() if g.is_sparse else g for g in sources]
-        with torch.no_grad():
-            torch._foreach_copy_(self._copy_to[id(self.state.weights)], sources + params)
-        self.state.step()  # block sums into state.out (self._blocks_t is its transpose)
-        records = self._records
-        if self._owner_matrix is not None:
-            torch.mm(self._owner_matrix, self._blocks_t, out=self._sums)
+        if self.kernel == "fused":
+            self.state.step(params, self._sums_numpy)
         else:
-            self._sums.zero_().index_add_(0, self._block_owner, self._blocks_t)
+            self._tensor_step(params)
+        records = self._records
         if self._flags_sent:
             records[:, 1].zero_()
             self._flags_sent = False
         if any(self.fresh):
             self.fresh, self._flags_sent = [False] * len(self.names), True
         return records
+
+    def _tensor_step(self, params: list[nn.Parameter]) -> None:
+        sources = [p.grad for p in params]
+        if any(g.is_sparse for g in sources):  # densified: missing entries are exact zeros
+            sources = [g.to_dense() if g.is_sparse else g for g in sources]
+        with torch.no_grad():
+            torch._foreach_copy_(self._copy_to[id(self.state.weights)], sources + params)
+        self.state.step()  # block sums into state.out (self._blocks_t is its transpose)
+        if self._owner_matrix is not None:
+            torch.mm(self._owner_matrix, self._blocks_t, out=self._sums)
+        else:
+            self._sums.zero_().index_add_(0, self._block_owner, self._blocks_t)
 
     def sign_samples(self) -> torch.Tensor:
         """``(parameters, sign_samples)`` ``int8``: ``sign + 4·far`` of the last step at each

@@ -4,9 +4,10 @@
 ``engine.dynamics.gradient_stats.COLUMNS`` (near-zero count, released and retained counts, sign
 flips, local minimum / maximum crossings, weight-difference and gradient norms). State stays on
 the parameters' device (per device and dtype: one flat copy of the previous weights and two
-``int8`` flags per component, see ``gradient_kernel``); records go to a preallocated device
-ring; nothing syncs with the host until ``history()`` is asked for. A recorded step is about
-twenty tensor ops over the flat parameters, whatever their number.
+``int8`` flags per component); records go to a preallocated device ring; nothing syncs with
+the host until ``history()`` is asked for. On CPU a recorded step is one fused numba pass per
+parameter (``gradient_fused``); on other devices (or with ``kernel="torch"``) it is about
+twenty tensor ops over the flat parameters, whatever their number (``gradient_kernel``).
 
 Call ``update()`` after ``backward()`` and before ``optimizer.step()``, or let an optimizer call
 it (``attach(optimizer)`` / ``with tracker.tracking(optimizer):``). Parameters are looked up by
@@ -45,6 +46,7 @@ import torch
 from torch import nn
 
 from engine.dynamics.errors import DynamicsConfigError
+from engine.dynamics.gradient_fused import fused_kernel_available
 from engine.dynamics.gradient_history import RecordRing
 from engine.dynamics.gradient_kernel import PACKED_ABSENT, decode_codes
 from engine.dynamics.gradient_layout import FlatParameters
@@ -52,6 +54,9 @@ from engine.dynamics.gradient_record import GradientHistory
 from engine.dynamics.gradient_stats import RECORD_WIDTH
 from engine.errors import TrackingStateError
 from engine.observe import HookSet
+
+KERNELS = ("auto", "torch")
+"""``GradientTracker(kernel=...)`` values."""
 
 
 @dataclass
@@ -67,6 +72,11 @@ class GradientTracker:
         capacity: records kept on device per parameter (a ring: the oldest are dropped).
         sign_samples: gradient components per parameter kept for the sign heatmap (evenly
             spaced over the flattened parameter; 0 disables it).
+        kernel: ``"auto"`` (default) counts CPU parameters with the fused numba kernel
+            (``gradient_fused``: one pass per parameter) when numba is installed, and every
+            other device with the tensor-op kernel (``gradient_kernel``); ``"torch"`` uses the
+            tensor-op kernel everywhere. Both give the same counts. ``kernels`` says which one
+            each group uses.
     """
 
     model: nn.Module
@@ -76,6 +86,7 @@ class GradientTracker:
     exclude: Sequence[str] = ()
     capacity: int = 4096
     sign_samples: int = 256
+    kernel: str = "auto"
     resets: list[dict[str, Any]] = field(default_factory=list, init=False)
     calls: int = field(default=0, init=False)
 
@@ -89,6 +100,8 @@ class GradientTracker:
             raise DynamicsConfigError(f"every must be an integer ≥ 1, got {self.every!r}")
         if self.sign_samples < 0:
             raise DynamicsConfigError(f"sign_samples must be ≥ 0, got {self.sign_samples!r}")
+        if self.kernel not in KERNELS:
+            raise DynamicsConfigError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if isinstance(self.include, str) or isinstance(self.exclude, str):
             raise DynamicsConfigError("include/exclude must be lists of patterns, not a string")
         if self.include is not None and not self.parameters():
@@ -191,11 +204,23 @@ class GradientTracker:
                         "reason": reason,
                     }
                 )
-        flat = FlatParameters(named, self.eps, old, self.sign_samples)
+        flat = FlatParameters(
+            named, self.eps, old, self.sign_samples, kernel=self._kernel_for(key[0])
+        )
         self._flats[key] = flat
         self._slots[key] = self._records.slots(flat.names).to(flat.device)
         self._signs.slots(flat.names)
         return flat
+
+    def _kernel_for(self, device: torch.device) -> str:
+        fused = self.kernel == "auto" and device.type == "cpu" and fused_kernel_available()
+        return "fused" if fused else "torch"
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        """``"device dtype"`` → ``"fused"`` or ``"torch"``: the kernel of each parameter group
+        recorded so far (e.g. ``{"cpu torch.float32": "fused"}``)."""
+        return {f"{device} {dtype}": flat.kernel for (device, dtype), flat in self._flats.items()}
 
     def on_surgery(self) -> None:
         """Forget every carried state (optional: changed parameters are detected and reset

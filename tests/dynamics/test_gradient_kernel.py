@@ -1,10 +1,12 @@
-"""The gradient hot path against a numpy reference: exact counts at the ``eps`` boundary, zeros,
-subnormals, sign codes, block padding and full blocks, half/bfloat16/float64 parameters,
-sparse and missing gradients, and random data (hypothesis)."""
+"""Both gradient hot paths (the fused CPU kernel behind ``kernel="auto"`` and the tensor-op
+kernel) against a numpy reference: exact counts at the ``eps`` boundary, zeros, subnormals, sign
+codes, block padding and full blocks, half/bfloat16/float64 parameters, sparse and missing
+gradients, and random data (hypothesis)."""
 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,27 @@ from hypothesis import strategies as st
 from torch import nn
 
 from engine.dynamics import GradientTracker
+from engine.dynamics import GradientTracker as RealTracker
 from engine.dynamics.gradient_kernel import MAX_BLOCK, StepState, choose_block
+
+
+@pytest.fixture(params=["fused", "torch"], autouse=True)
+def kernel(request, monkeypatch):
+    """Every test runs once per kernel: the ``GradientTracker`` it builds uses that kernel (on
+    CPU ``"auto"`` is the fused one), which is checked on every tracker at the end."""
+    made: list[GradientTracker] = []
+
+    def make(*args, **kwargs) -> GradientTracker:
+        made.append(
+            RealTracker(*args, kernel="auto" if request.param == "fused" else "torch", **kwargs)
+        )
+        return made[-1]
+
+    monkeypatch.setattr(sys.modules[__name__], "GradientTracker", make)
+    yield request.param
+    used = {k for tracker in made for k in tracker.kernels.values()}
+    assert not made or used == {request.param}, used
+
 
 PREVIOUS = (
     "prev_near_zero",

@@ -143,16 +143,21 @@ def test_ring_keeps_the_most_recent_records():
     )
 
 
-def test_recording_makes_no_host_sync(monkeypatch):
+@pytest.mark.parametrize("kernel", ["torch", "auto"])
+def test_recording_makes_no_host_sync(monkeypatch, kernel):
+    """The tensor-op kernel (the one accelerators use) never reads a tensor on the host; the
+    fused CPU kernel only takes zero-copy numpy views of CPU tensors."""
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    tracker = GradientTracker(model, eps=EPS)
+    tracker = GradientTracker(model, eps=EPS, kernel=kernel)
+    refused = ["item", "cpu", "tolist", "__bool__", "__float__", "__int__"]
+    refused += ["numpy"] if kernel == "torch" else []
 
     def refuse(self, *args, **kwargs):
         raise AssertionError("host sync in the gradient hot path")
 
     with monkeypatch.context() as patch:
-        for name in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__"):
+        for name in refused:
             patch.setattr(torch.Tensor, name, refuse)
         with tracker.tracking(opt):
             for step in range(3):
@@ -211,6 +216,7 @@ def test_history_json_round_trip_and_plots(tmp_path):
         ({"include": ["nope*"]}, "nope"),
         ({"include": "0.weight"}, "lists of patterns"),
         ({"sign_samples": -1}, "sign_samples"),
+        ({"kernel": "numba"}, "kernel must be one of"),
     ],
 )
 def test_bad_configuration_is_a_typed_error_naming_the_value(kwargs, needle):
