@@ -72,13 +72,13 @@ def fold_units(
         new_w = None
         if keep and coef is not None:
             kpos = _unit_positions(ws, member, keep)
-            delta = torch.einsum("rk,rp...->kp...", coef.double(), wr)
+            delta = torch.einsum("rk,rp...->kp...", coef.double().to(wr.device), wr)
             new_w = wm.clone()
             new_w[kpos.flatten()] += delta.reshape(-1, *wm.shape[1:])
         if offsets is not None and bool((offsets != 0).any()):
             kernel = tuple(range(3, wr.dim()))
             contrib = wr.sum(dim=kernel) if kernel else wr  # (|R|, P, out)
-            contrib = torch.einsum("r,rpo->o", offsets.double(), contrib)
+            contrib = torch.einsum("r,rpo->o", offsets.double().to(contrib.device), contrib)
             bias_path = resizer_for(module).bias or "bias"
             bias = ws.get(module, bias_path)
             if bias is None:
@@ -147,7 +147,9 @@ def expand_units(
             wm = w.detach().movedim(dim, 0).double().clone()
             uniq = sorted(split)
             upos = _unit_positions(ws, member, uniq)
-            factor = torch.tensor([1.0 / (split[s] + 1) for s in uniq], dtype=torch.float64)
+            factor = torch.tensor(
+                [1.0 / (split[s] + 1) for s in uniq], dtype=torch.float64, device=wm.device
+            )
             shape = (-1, *([1] * wm.dim()))  # one factor per unit, over (P, out, *k)
             wm[upos.flatten()] = (wm[upos.flatten()].reshape(len(uniq), per_unit, *wm.shape[1:])
                                   * factor.reshape(shape)).reshape(-1, *wm.shape[1:])  # fmt: skip
