@@ -11,17 +11,19 @@ from __future__ import annotations
 import copy
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from engine import NeuronEngine
+from engine import NeuronEngine, SurgerySchedule
 from engine.dynamics import GradientTracker, linear_cka
 from engine.dynamics.gradient_stats import COLUMNS
 from engine.plan import ExpandAction, Plan
 from engine.surgery import apply_plan
+from engine.weights import WeightTracker
 
 DEVICE = torch.device(os.environ.get("ENGINE_TEST_DEVICE", "cuda"))
 AVAILABLE = {
@@ -203,3 +205,47 @@ def test_cka_on_device_tensors_equals_cka_on_cpu():
     on_gpu = float(linear_cka(a.to(DEVICE), b.to(DEVICE)))
     assert 0.1 < on_cpu < 0.99
     assert on_gpu == pytest.approx(on_cpu, rel=1e-5)
+
+
+def test_the_self_modifying_loop_runs_on_the_device(tmp_path):
+    """Training with statistics, gradient, weight and representation tracking, and a plan from
+    the self-modifying demo's policies applied every epoch, all on the device."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10),
+    ).to(DEVICE)  # fmt: skip
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    engine = NeuronEngine(model, correlation=True)
+    x = torch.randn(512, 1, 8, 8, device=DEVICE)
+    y = (x.flatten(1)[:, :10].argmax(1) + (x.mean((1, 2, 3)) > 0).long()) % 10
+    weights = WeightTracker(engine, tmp_path / "weights", example_inputs=x[:8])
+    engine.add_listener(weights)
+    grads = engine.gradient_tracker(eps=1e-6)
+    reprs = engine.representation_dynamics(x[:64], directory=tmp_path / "repr")
+    config = Path(__file__).resolve().parents[1] / "demos" / "self_modifying.yaml"
+    schedule = SurgerySchedule(engine, opt, config, every=1, plans_dir=tmp_path / "plans")
+    weights.snapshot("initial", epoch=-1)
+    applied = 0
+    for epoch in range(4):
+        with engine.tracking(), engine.gradient_tracking(opt):
+            for batch in range(0, 512, 64):
+                opt.zero_grad()
+                nn.functional.cross_entropy(
+                    model(x[batch : batch + 64]), y[batch : batch + 64]
+                ).backward()
+                opt.step()
+        reprs.record(epoch)
+        weights.on_epoch(epoch)
+        applied += schedule.epoch_end(epoch) is not None
+    assert applied >= 2
+    assert all(p.device.type == DEVICE.type for p in model.parameters())
+    for state in opt.state.values():
+        assert all(
+            v.device.type == DEVICE.type for v in state.values() if torch.is_tensor(v) and v.dim()
+        )
+    assert weights.changes() and grads.resets
+    history = grads.history()
+    assert np.isfinite(history.column("*", "grad_norm")).all()
+    reprs.write_report("4", k=3)
+    assert any((tmp_path / "repr").rglob("*.png"))
