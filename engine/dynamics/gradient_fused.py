@@ -5,8 +5,9 @@ with its fixed overhead and a pass over cold memory. This kernel reads each grad
 once, in place (no flat copy), updates the carried state (previous weights, sign and
 "far from zero" flag of every component) and sums the ``gradient_stats.RAW`` counters of the
 parameter straight into its record: the same numbers as the tensor-op kernel, counts exact
-(``int64``), squared norms accumulated in float64 (more accurate than the tensor-op kernel's
-float32 block norms).
+(``int64``), squared norms summed in float64 from exact squares (the tensor-op kernel's float32
+block norms agree to float32 rounding). Half-precision parameters are read through a float32
+copy, as the tensor-op kernel counts them.
 
 numba compiles the kernel on first use (about half a second per dtype, then cached on disk next
 to this file or in numba's user cache). Without numba, ``GradientTracker(kernel="auto")`` uses
@@ -17,11 +18,13 @@ the tensor-op kernel; ``fused_kernel_available()`` says which.
 >>> w = np.zeros(4, dtype=np.float32)
 >>> prev_w, sign, far = w.copy(), np.zeros(4, np.int8), np.zeros(4, np.int8)
 >>> out = np.zeros(8)
->>> if fused_kernel_available():
-...     step = fused_kernel()
-...     step(g, w, prev_w, sign, far, np.float32(1e-3), out)
-...     step(-g, w + np.float32([0.1, -0.1, 0.0, 0.0]), prev_w, sign, far, np.float32(1e-3), out)
-...     assert out[:6].tolist() == [2.0, 2.0, 2.0, 1.0, 1.0, 3.0], out  # RAW order
+>>> step = fused_kernel() if fused_kernel_available() else count_and_carry
+>>> step(g, w, prev_w, sign, far, np.float32(1e-3), out)
+>>> sign.tolist(), far.tolist()  # carried: sign(g), |g| ≥ eps
+([1, 1, -1, 0], [0, 1, 1, 0])
+>>> step(-g, w + np.float32([0.1, -0.1, 0, 0]), prev_w, sign, far, np.float32(1e-3), out)
+>>> out[:6].tolist()  # RAW: far_kept, far, prev_far, maxima, minima, flips
+[2.0, 2.0, 2.0, 1.0, 1.0, 3.0]
 """
 
 from __future__ import annotations
@@ -46,51 +49,60 @@ def fused_kernel_available() -> bool:
     return True
 
 
+def count_and_carry(g, w, prev_w, prev_sign, prev_far, eps, out):  # pragma: no cover
+    """One parameter's step over 1-D arrays (``fused_kernel`` compiles this): counts ``g``
+    against the carried state, writes the ``RAW`` sums into ``out`` (8 float64) and carries
+    ``g`` and ``w`` into ``prev_sign``, ``prev_far`` and ``prev_w``. Plain Python runs it too
+    (slowly), component by component."""
+    kept = far = was_far = maxima = crossings = flips = 0
+    weight_sq = 0.0
+    grad_sq = 0.0
+    for i in range(g.size):
+        gi = g[i]
+        wi = w[i]
+        d = wi - prev_w[i]
+        prev_w[i] = wi
+        s = np.int8(gi > 0) - np.int8(gi < 0)
+        ds = np.int8(d > 0) - np.int8(d < 0)
+        f = np.int8(abs(gi) >= eps)
+        pf = prev_far[i]
+        flip = np.int8(s * prev_sign[i] < 0)
+        crossing = flip & np.int8(ds != 0)
+        kept += f & pf
+        far += f
+        was_far += pf
+        flips += flip
+        crossings += crossing
+        maxima += crossing & np.int8(s * ds < 0)
+        prev_far[i] = f
+        prev_sign[i] = s
+        dd = np.float64(d)  # squares of float32 values are exact in float64
+        weight_sq += dd * dd
+        gg = np.float64(gi)
+        grad_sq += gg * gg
+    out[0] = kept
+    out[1] = far
+    out[2] = was_far
+    out[3] = maxima
+    out[4] = crossings - maxima
+    out[5] = flips
+    out[6] = weight_sq
+    out[7] = grad_sq
+
+
 @functools.cache
 def fused_kernel() -> Callable[..., None]:
-    """The compiled kernel ``step(g, w, prev_w, prev_sign, prev_far, eps, out)`` over 1-D
-    arrays of one parameter: counts ``g`` against the carried state, writes ``RAW`` sums into
-    ``out`` (8 float64) and carries ``g``, ``w`` into ``prev_sign``/``prev_far``/``prev_w``."""
+    """``count_and_carry`` compiled by numba (on first call; cached on disk when a cache folder
+    is writable: next to this file, or numba's user cache)."""
     from numba import njit
 
     # reassoc lets LLVM vectorise the float64 sums (order of summation only); comparisons,
     # signs and the float32 subtraction are exact whatever the flags
-    @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-    def step(g, w, prev_w, prev_sign, prev_far, eps, out):  # pragma: no cover - compiled
-        kept = far = was_far = maxima = crossings = flips = 0
-        weight_sq = 0.0
-        grad_sq = 0.0
-        for i in range(g.size):
-            gi = g[i]
-            wi = w[i]
-            d = wi - prev_w[i]
-            prev_w[i] = wi
-            s = np.int8(gi > 0) - np.int8(gi < 0)
-            ds = np.int8(d > 0) - np.int8(d < 0)
-            f = np.int8(abs(gi) >= eps)
-            pf = prev_far[i]
-            flip = np.int8(s * prev_sign[i] < 0)
-            crossing = flip & np.int8(ds != 0)
-            kept += f & pf
-            far += f
-            was_far += pf
-            flips += flip
-            crossings += crossing
-            maxima += crossing & np.int8(s * ds < 0)
-            prev_far[i] = f
-            prev_sign[i] = s
-            weight_sq += float(d) * float(d)
-            grad_sq += float(gi) * float(gi)
-        out[0] = kept
-        out[1] = far
-        out[2] = was_far
-        out[3] = maxima
-        out[4] = crossings - maxima
-        out[5] = flips
-        out[6] = weight_sq
-        out[7] = grad_sq
-
-    return step
+    options = {"nogil": True, "fastmath": {"reassoc", "contract", "nsz"}}
+    try:
+        return njit(cache=True, **options)(count_and_carry)
+    except RuntimeError:  # no writable cache location: compile in memory only
+        return njit(**options)(count_and_carry)
 
 
 CARRIED = ("prev_far", "prev_sign")

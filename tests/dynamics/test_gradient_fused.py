@@ -15,7 +15,7 @@ from torch import nn
 import engine.dynamics.gradients as gradients_module
 from engine import NeuronEngine
 from engine.dynamics import GradientTracker
-from engine.dynamics.gradient_fused import fused_kernel_available
+from engine.dynamics.gradient_fused import count_and_carry, fused_kernel, fused_kernel_available
 from engine.dynamics.gradient_stats import COLUMNS
 from engine.plan import ExpandAction, Plan, PruneAction
 
@@ -131,3 +131,29 @@ def test_auto_uses_the_tensor_op_kernel_without_numba(monkeypatch):
     model(torch.randn(4, 3)).sum().backward()
     tracker.update()
     assert tracker.kernels == {"cpu torch.float32": "torch"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 64),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    data=st.data(),
+)
+def test_the_compiled_kernel_equals_its_python_source(n, dtype, data):
+    """The fast-math flags reorder float sums only: counts and carried state match the plain
+    Python run exactly, squared norms to rounding."""
+    eps = dtype(1e-3)
+    arrays = st.lists(values, min_size=n, max_size=n)
+    states = []
+    for _ in range(2):
+        states.append([np.zeros(n, dtype), np.zeros(n, np.int8), np.zeros(n, np.int8)])
+    outs = [np.zeros(8), np.zeros(8)]
+    for _ in range(3):
+        g = np.array(data.draw(arrays), dtype=dtype)
+        w = np.array(data.draw(arrays), dtype=dtype)
+        for kernel, state, out in zip((fused_kernel(), count_and_carry), states, outs):
+            kernel(g, w, *state, eps, out)
+        np.testing.assert_array_equal(outs[0][:6], outs[1][:6])
+        np.testing.assert_allclose(outs[0][6:], outs[1][6:], rtol=1e-12)
+        for compiled, python in zip(*states):
+            np.testing.assert_array_equal(compiled, python)
