@@ -5,8 +5,8 @@ with its fixed overhead and a pass over cold memory. This kernel reads each grad
 once, in place (no flat copy), updates the carried state (previous weights, sign and
 "far from zero" flag of every component) and sums the ``gradient_stats.RAW`` counters of the
 parameter straight into its record: the same numbers as the tensor-op kernel, counts exact
-(``int64``), squared norms summed in float64 from exact squares (the tensor-op kernel's float32
-block norms agree to float32 rounding). Half-precision parameters are read through a float32
+(``int64``), squared norms summed in float64 from exact squares (as the tensor-op kernel's
+float64 block norms). Half-precision parameters are read through a float32
 copy, as the tensor-op kernel counts them.
 
 numba compiles the kernel on first use (about half a second per dtype, then cached on disk next

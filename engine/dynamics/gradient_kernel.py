@@ -40,7 +40,8 @@ carry ``(sign, far)`` into ``(prev_sign, prev_far)``).
 parameter starts on a block boundary and is padded with zeros, which count as nothing. Summing
 a row's words over a block adds 8 byte lanes of at most ``block / 8 ≤ 128`` ones each, so no
 lane carries into the next; the 8 lanes of the sum then add up to the block's count. Squared
-norms of ``g`` and ``Δw`` are squared block norms. ``step`` returns ``(8, blocks)`` float64.
+norms of ``g`` and ``Δw`` are squared block norms, computed in float64 (so gradients below
+1e-19 do not underflow to 0). ``step`` returns ``(8, blocks)`` float64.
 
 >>> import torch
 >>> state = StepState(16, block=8, dtype=torch.float32, device=torch.device("cpu"), eps=1e-3)
@@ -152,7 +153,7 @@ class StepState:
         rows, blocks = len(COUNT_ROWS), self.blocks
         self._d, self._g = self.gd
         self._gd_blocks = self.gd.view(2, blocks, self.block)
-        self._norms = torch.empty((2, blocks), dtype=dtype, device=device)
+        self._norms = torch.empty((2, blocks), dtype=torch.float64, device=device)
         self._far_bytes, self._sign_bytes = self.bytes[1], self.bytes[6:8]  # ← t, sign(Δw, g)
         w = self.bytes.view(torch.int64)  # 8 components per word
         self._words = tuple(w)
@@ -187,7 +188,8 @@ class StepState:
         """Count this step against the carried one, then carry this one. Returns
         ``(len(COUNT_ROWS) + 2, blocks)`` float64 block sums (counts, Σ Δw², Σ g²)."""
         torch.sub(self.weights, self.prev_weights, out=self._d)
-        torch.linalg.vector_norm(self._gd_blocks, dim=-1, out=self._norms)
+        # in float64: squares of float32 values are exact there (tiny gradients do not underflow)
+        torch.linalg.vector_norm(self._gd_blocks, dim=-1, dtype=torch.float64, out=self._norms)
         t = self.prev_weights  # free until the swap below
         torch.div(self._g, self.eps, out=t).clamp_(-1.0, 1.0)
         self._far_bytes.copy_(t)  # signed for now
