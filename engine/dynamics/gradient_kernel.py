@@ -61,6 +61,8 @@ norms of ``g`` and ``Δw`` are squared block norms, computed in float64 (so grad
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -190,6 +192,8 @@ class StepState:
         torch.sub(self.weights, self.prev_weights, out=self._d)
         # in float64: squares of float32 values are exact there (tiny gradients do not underflow)
         torch.linalg.vector_norm(self._gd_blocks, dim=-1, dtype=torch.float64, out=self._norms)
+        # a NaN counts as 0 (near zero, no sign), as in the fused kernel; its norm stays NaN
+        self.gd.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
         t = self.prev_weights  # free until the swap below
         torch.div(self._g, self.eps, out=t).clamp_(-1.0, 1.0)
         self._far_bytes.copy_(t)  # signed for now

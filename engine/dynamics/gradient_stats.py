@@ -18,6 +18,9 @@ weight_diff_norm      ‖Δw‖
 grad_norm             ‖g‖
 ====================  ==========================================================================
 
+A NaN gradient (or weight change) component counts as 0: near zero and without a sign, so it
+never flips or crosses; the norms of a parameter with a NaN are NaN, which shows it.
+
 **Local minimum / maximum heuristic.** Along one coordinate, a gradient that changes sign between
 two recorded steps means the weight crossed a stationary point of the loss along that
 coordinate. The secant curvature ``Δg / Δw`` tells which kind: positive (``Δg·Δw > 0``: the

@@ -157,3 +157,30 @@ def test_the_compiled_kernel_equals_its_python_source(n, dtype, data):
         np.testing.assert_allclose(outs[0][6:], outs[1][6:], rtol=1e-12)
         for compiled, python in zip(*states):
             np.testing.assert_array_equal(compiled, python)
+
+
+def test_nan_and_infinite_gradients_count_the_same_in_both_kernels():
+    """NaN counts as 0 (near zero, no sign, never a flip); ±inf is far from zero with its sign;
+    a parameter with a NaN has a NaN norm."""
+    p = nn.Parameter(torch.zeros(6))
+    fused, tensor_ops = both(nn.ParameterList([p]), eps=0.1, sign_samples=6)
+    nan, inf = float("nan"), float("inf")
+    for g, dw in (
+        ([nan, inf, -inf, 0.5, -0.5, nan], [0.0] * 6),
+        ([0.5, -inf, inf, nan, nan, -0.5], [nan, 0.1, 0.1, 0.1, -0.1, 0.1]),
+    ):
+        with torch.no_grad():
+            p.add_(torch.tensor(dw))
+        p.grad = torch.tensor(g)
+        fused.update()
+        tensor_ops.update()
+    hist = fused.history()
+    assert hist.column("0", "near_zero").tolist() == [2, 2]
+    assert hist.column("0", "sign_flips")[1] == 2  # ±inf swapped signs; NaN never flips
+    assert hist.column("0", "maximum_crossings")[1] == 1  # -inf after Δw > 0
+    assert np.isnan(hist.column("0", "grad_norm")).all()
+    assert hist.signs["0"].tolist() == [[0, 1, -1, 1, -1, 0], [1, -1, 1, 0, 0, -1]]
+    a, b = hist, tensor_ops.history()
+    for column in COUNTS:
+        np.testing.assert_array_equal(a.column("0", column), b.column("0", column), column)
+    np.testing.assert_array_equal(a.signs["0"], b.signs["0"])
