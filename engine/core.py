@@ -221,11 +221,15 @@ class NeuronEngine:
         """
         return proposal.model_layout(self, example_inputs)
 
-    def propose(self, config: Any = None, *, example_inputs: Any = None) -> Plan:
+    def propose(
+        self, config: Any = None, *, example_inputs: Any = None, epoch: int | None = None
+    ) -> Plan:
         """Run policies on the current statistics and return a plan.
 
         ``config``: a YAML path, a mapping, a ``policies.PolicyConfig`` or a list of policy
-        objects; None uses ``policies/default.yaml``.
+        objects; None uses ``policies/default.yaml``. ``epoch`` (default: the last one given
+        to ``log_epoch``) dates the plan for the ``min_age_epochs`` guard: units grown fewer
+        epochs ago are not removed.
 
         >>> import torch, torch.nn as nn
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -236,7 +240,7 @@ class NeuronEngine:
         >>> plan.metadata.fingerprint == engine.fingerprint()
         True
         """
-        return proposal.propose(self, config, example_inputs)
+        return proposal.propose(self, config, example_inputs, epoch)
 
     def load_snapshot(self, snapshot: StatsSnapshot) -> None:
         """Replace the running statistics with ``snapshot``'s (same layout required)."""

@@ -3,7 +3,8 @@
 IDs are handed out in module order when the engine is built (the first layer's units get
 0..N-1, the next layer continues), never reused, and survive surgery: a removed unit keeps its
 ID in the lineage, a merged unit records the survivor it was folded into, a grown unit records
-its parent.
+its parent (and the epoch it was grown at, when known: ``ages`` gives how old each grown unit
+is, so policies can leave young units alone).
 
 >>> reg = NeuronRegistry()
 >>> reg.add_layer("fc1", 3), reg.add_layer("fc2", 2)
@@ -14,6 +15,8 @@ its parent.
 ([1], [0, 2])
 >>> reg.grow("fc1", parents=[0]), reg.ids("fc1"), reg.lineage[5]
 ([5], [0, 2, 5], {'event': 'grown', 'layer': 'fc1', 'parent': 0})
+>>> reg.grow("fc2", 1, epoch=4), reg.ages(epoch=6)
+([6], {6: 2})
 """
 
 from __future__ import annotations
@@ -138,8 +141,16 @@ class NeuronRegistry:
         self._reindex(layer)
         return removed
 
-    def grow(self, layer: str, count: int | None = None, parents: Sequence[int] | None = None):
-        """Append new units to ``layer`` with fresh IDs; ``parents`` (IDs) records their origin."""
+    def grow(
+        self,
+        layer: str,
+        count: int | None = None,
+        parents: Sequence[int] | None = None,
+        *,
+        epoch: int | None = None,
+    ):
+        """Append new units to ``layer`` with fresh IDs; ``parents`` (IDs) records their origin
+        and ``epoch`` when they were grown."""
         self._layer(layer)
         if parents is not None:
             count = len(parents) if count is None else count
@@ -154,7 +165,19 @@ class NeuronRegistry:
         for k, nid in enumerate(new):
             parent = None if parents is None else int(parents[k])
             self.lineage[nid] = {"event": "grown", "layer": layer, "parent": parent}
+            if epoch is not None:
+                self.lineage[nid]["epoch"] = int(epoch)
         return new
+
+    def ages(self, epoch: int) -> dict[int, int]:
+        """``ID → epoch − the epoch it was grown at`` for every live unit grown at a known
+        epoch (units present from the start, or grown without an epoch, are absent)."""
+        live = {i for ids in self._ids.values() for i in ids}
+        return {
+            nid: int(epoch) - fate["epoch"]
+            for nid, fate in self.lineage.items()
+            if fate.get("event") == "grown" and "epoch" in fate and nid in live
+        }
 
     # --- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

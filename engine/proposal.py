@@ -80,12 +80,24 @@ def model_layout(engine: NeuronEngine, example_inputs: Any = None) -> ModelLayou
         return build_layout(engine.model, layers, inputs)
 
 
-def propose(engine: NeuronEngine, config: Any = None, example_inputs: Any = None) -> Plan:
+def propose(
+    engine: NeuronEngine, config: Any = None, example_inputs: Any = None, epoch: int | None = None
+) -> Plan:
     from engine.plan import Plan
     from policies import propose_actions, resolve_config
 
     cfg = resolve_config(config)
     snapshot = engine.snapshot()
     layout = model_layout(engine, example_inputs)
-    actions = propose_actions(snapshot, layout, cfg)
-    return Plan.create(actions, layout, policies=cfg.describe(), samples_seen=snapshot.samples_seen)
+    if epoch is None and len(engine.history):  # the last logged epoch
+        epoch = engine.history.records[-1].epoch
+    ages = engine.neurons.ages(epoch) if epoch is not None else None
+    notes: list[str] = []
+    actions = propose_actions(snapshot, layout, cfg, ages=ages, notes=notes)
+    return Plan.create(
+        actions,
+        layout,
+        policies=cfg.describe(),
+        samples_seen=snapshot.samples_seen,
+        notes=notes,
+    )

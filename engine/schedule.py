@@ -86,7 +86,7 @@ class SurgerySchedule:
         """Propose, save and apply a plan if ``epoch`` is due; then reset the statistics."""
         if not self.due(epoch):
             return None
-        plan = self.engine.propose(self.config)
+        plan = self.engine.propose(self.config, epoch=epoch)
         self.plans.append((epoch, plan))
         if self.plans_dir is not None:
             plan.save(self.plans_dir / f"plan-epoch{epoch:03d}.json")

@@ -2,8 +2,9 @@
 
 Never prune or merge an output layer's units (logits), never empty a layer, keep each layer at
 or above ``min_width`` (and ``min_keep_fraction`` of its width), leave protected layers and
-residual-coupled layers alone, respect what surgery supports for the layer, and let each unit
-take part in at most one action per plan.
+residual-coupled layers alone, respect what surgery supports for the layer, let each unit
+take part in at most one action per plan, and never remove a unit grown fewer than
+``min_age_epochs`` epochs ago (its statistics are too young to judge it).
 
 >>> from engine.layout import LayerLayout, ModelLayout
 >>> layout = ModelLayout({"fc": LayerLayout("fc", "Linear", 4, [0, 1, 2, 3]),
@@ -16,6 +17,7 @@ take part in at most one action per plan.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,19 +34,40 @@ class GuardSettings(BaseModel):
     allow_output_changes: bool = Field(
         default=False, description="allow removing units of output layers (logits): rarely right"
     )
+    min_age_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="units grown fewer than this many epochs ago are not pruned or merged away",
+    )
 
 
 class Guard:
     """Per-plan bookkeeping of removable capacity and claimed units."""
 
-    def __init__(self, layout: ModelLayout, settings: GuardSettings | None = None) -> None:
+    def __init__(
+        self,
+        layout: ModelLayout,
+        settings: GuardSettings | None = None,
+        ages: Mapping[int, int] | None = None,
+    ) -> None:
+        """``ages``: neuron ID → epochs since it was grown (``NeuronRegistry.ages``)."""
         self.layout = layout
         self.settings = settings or GuardSettings()
         self.claimed: dict[str, set[int]] = {name: set() for name in layout.layers}
         self.removed: dict[str, int] = dict.fromkeys(layout.layers, 0)
-        # Units read by an earlier action (net2net sources): they must stay, but may still be
-        # kept (or be the surviving unit) by a later action.
+        # Units read by an earlier action (net2net sources) or too young to judge: they must
+        # stay, but may still be kept (or be the surviving unit) by an action.
         self.reserved: dict[str, set[int]] = {name: set() for name in layout.layers}
+        self.young: dict[str, list[int]] = {}
+        min_age = self.settings.min_age_epochs
+        if ages and min_age:
+            for name, layer in layout.layers.items():
+                young = [
+                    i for i, nid in enumerate(layer.neuron_ids) if ages.get(nid, min_age) < min_age
+                ]
+                if young:
+                    self.young[name] = young
+                    self.reserved[name].update(young)
 
     def is_protected(self, name: str) -> bool:
         return any(name == p or fnmatchcase(name, p) for p in self.settings.protected)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,27 @@ def resolve_config(config: ConfigLike) -> PolicyConfig:
 
 
 def propose_actions(
-    snapshot: StatsSnapshot, layout: ModelLayout, config: ConfigLike = ()
+    snapshot: StatsSnapshot,
+    layout: ModelLayout,
+    config: ConfigLike = (),
+    *,
+    ages: Mapping[int, int] | None = None,
+    notes: list[str] | None = None,
 ) -> list[Action]:
-    """Every policy's actions, in config order, sharing one guard (units claimed once)."""
+    """Every policy's actions, in config order, sharing one guard (units claimed once).
+
+    ``ages`` (neuron ID → epochs since it was grown) lets the guard's ``min_age_epochs`` keep
+    young units; what the guard held back is appended to ``notes`` when given.
+    """
     cfg = resolve_config(config)
-    guard = Guard(layout, cfg.guards)
+    guard = Guard(layout, cfg.guards, ages)
     actions: list[Action] = []
     for policy in cfg.policies:
         actions += policy.propose(snapshot, layout, guard)
+    if notes is not None:
+        notes += [
+            f"{name}: {len(young)} unit(s) grown fewer than {cfg.guards.min_age_epochs} epochs "
+            "ago were not considered for removal"
+            for name, young in guard.young.items()
+        ]
     return actions

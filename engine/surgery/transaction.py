@@ -254,7 +254,7 @@ def _transaction(
         total = probe.max_change() if probe is not None else {}
         if optimizer is not None:
             remap_optimizer(optimizer, ws.param_changes())
-        book.commit(engine)
+        book.commit(engine, epoch)
     except Exception as exc:
         ws.rollback()
         if token is not None:

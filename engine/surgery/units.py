@@ -87,8 +87,9 @@ class UnitBook:
         return layout_fingerprint(list(self.widths().items()))
 
     # --- commit -------------------------------------------------------------------------------
-    def commit(self, engine: NeuronEngine | None) -> None:
-        """Apply the bookkeeping to ``engine`` (statistics, IDs, lineage); no-op without one."""
+    def commit(self, engine: NeuronEngine | None, epoch: int | None = None) -> None:
+        """Apply the bookkeeping to ``engine`` (statistics, IDs, lineage; grown units are
+        recorded as born at ``epoch``); no-op without one."""
         if engine is None:
             return
         changed = [n for n, m in self.maps.items() if m != list(range(len(self.ids[n])))]
@@ -111,7 +112,7 @@ class UnitBook:
                                                             for t in targets])  # fmt: skip
         for name, count, sources in self.grow_ops:
             parents = None if sources is None else [self.ids[name][s] for s in sources]
-            registry.grow(name, count=count, parents=parents)
+            registry.grow(name, count=count, parents=parents, epoch=epoch)
         for name in changed:
             keep = [i for i in self.maps[name] if i >= 0]
             remap_accumulator(engine.layers[name].accumulator, keep, self.maps[name].count(-1))
