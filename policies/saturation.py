@@ -6,6 +6,12 @@ A layer qualifies when at least ``layer_fraction`` of its units fire at a rate o
 so the width stays ≤ ``max_width`` (or ``max_growth_factor`` × the width). With ``net2net`` the
 busiest units (highest mean |a|) are the sources that get split.
 
+With ``min_rank_fraction`` a busy layer also has to use its width: the participation ratio of
+its activations' covariance C, ``PR = tr(C)² / ‖C‖_F²`` (= (Σλ)²/Σλ², the effective number of
+independent directions, between 1 and the width), must be at least that fraction of the width.
+A layer whose units mostly move together gains little from more of them. It needs correlation
+tracking on the layer.
+
 >>> SaturationPolicy().settings.init
 'net2net'
 """
@@ -17,6 +23,7 @@ import math
 import torch
 from pydantic import Field
 
+from engine.errors import ConfigurationError
 from engine.layout import ModelLayout
 from engine.plan.actions import Action, ExpandAction, InitMethod
 from engine.snapshot import LayerSnapshot
@@ -39,6 +46,13 @@ class SaturationSettings(PolicySettings):
     # A layer that an earlier policy of the same plan shrinks is not also grown: the two
     # signals contradict each other, and growing what was just pruned only churns units.
     skip_shrinking_layers: bool = True
+    min_rank_fraction: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="grow only if the participation ratio of the activations is at least this "
+        "fraction of the width (needs correlation tracking)",
+    )
 
 
 @register_policy
@@ -60,6 +74,11 @@ class SaturationPolicy(PerLayerPolicy):
         if busy < s.layer_fraction and not saturated:
             return []
         width = layer.num_units
+        rank = None
+        if s.min_rank_fraction is not None:
+            rank = participation_ratio(name, layer)
+            if rank < s.min_rank_fraction * width:
+                return []
         # min() before rounding: huge factors must not overflow (inf cannot become an int)
         cap = s.max_width or math.floor(min(width * s.max_growth_factor, 2.0**62))
         count = min(max(1, math.ceil(min(s.growth_fraction * width, cap))), cap - width)
@@ -92,6 +111,19 @@ class SaturationPolicy(PerLayerPolicy):
                     "fraction_of_units_firing": round(busy, 6),
                     "mean_firing_rate": floats([layer.firing_rate.mean()])[0],
                     "mean_saturation": None if saturation is None else round(saturation, 6),
+                    "participation_ratio": None if rank is None else round(rank, 6),
                 },
             )
         ]
+
+
+def participation_ratio(name: str, layer: LayerSnapshot) -> float:
+    """``tr(C)² / ‖C‖_F²`` of the layer's activation covariance (1 … width; 0 when constant)."""
+    if layer.comoments is None:
+        raise ConfigurationError(
+            f"saturation's min_rank_fraction needs correlation state for layer {name!r}: track "
+            f"it with NeuronEngine(model, correlation=True) (or list it in correlation=[...])"
+        )
+    cov = layer.comoments.covariance().double()
+    frob = float(torch.linalg.matrix_norm(cov) ** 2)
+    return float(cov.trace() ** 2) / frob if frob > 0 else 0.0
