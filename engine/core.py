@@ -240,7 +240,14 @@ class NeuronEngine:
         >>> plan.metadata.fingerprint == engine.fingerprint()
         True
         """
+        epoch = self.last_epoch if epoch is None else epoch
         return proposal.propose(self, config, example_inputs, epoch)
+
+    @property
+    def last_epoch(self) -> int | None:
+        """The epoch last given to ``log_epoch`` (None before the first): the default epoch
+        of ``propose`` and ``apply``."""
+        return self.history.records[-1].epoch if len(self.history) else None
 
     def load_snapshot(self, snapshot: StatsSnapshot) -> None:
         """Replace the running statistics with ``snapshot``'s (same layout required)."""
@@ -360,8 +367,8 @@ class NeuronEngine:
         """
         from engine.surgery import apply_plan
 
-        if epoch is None and len(self.history):
-            epoch = self.history.records[-1].epoch
+        if epoch is None:
+            epoch = self.last_epoch
         listeners = list(self._listeners)
 
         def announce() -> None:

@@ -89,8 +89,6 @@ def propose(
     cfg = resolve_config(config)
     snapshot = engine.snapshot()
     layout = model_layout(engine, example_inputs)
-    if epoch is None and len(engine.history):  # the last logged epoch
-        epoch = engine.history.records[-1].epoch
     ages = engine.neurons.ages(epoch) if epoch is not None else None
     notes: list[str] = []
     actions = propose_actions(snapshot, layout, cfg, ages=ages, notes=notes)
