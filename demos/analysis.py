@@ -44,7 +44,7 @@ from engine import NeuronEngine
 from engine.dynamics import capture_outputs, cka_matrix, engine_capture_points
 from engine.dynamics.plots import plot_heatmap
 from engine.report import full_report, layer_summary_report, redundant_pairs, save_report
-from engine.snapshot import LayerSnapshot, StatsSnapshot
+from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from engine.weights.plots import plot_correlation
 
 DORMANCY = 0.1  # ReDo score mean|a_i| / mean_j mean|a_j| at or below which a unit is dormant

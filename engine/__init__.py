@@ -10,8 +10,7 @@
 ['0', '2']
 """
 
-__version__ = "0.1.0"
-
+from engine._version import __version__
 from engine.core import NeuronEngine, TrackedLayer
 from engine.dynamics import (
     DynamicsConfigError,
@@ -47,7 +46,7 @@ from engine.errors import (
 from engine.history import EpochRecord, TrainingHistory
 from engine.layers import LayerKind, layer_kind_for, register_layer_kind
 from engine.layout import ConsumerSlice, LayerLayout, ModelLayout
-from engine.layout_builder import build_layout
+from engine.layout.build import build_layout
 from engine.neurons import NeuronRegistry
 from engine.observe import Observation
 from engine.plan import (
@@ -61,8 +60,8 @@ from engine.plan import (
 )
 from engine.preview import preview_plan
 from engine.schedule import SurgerySchedule
-from engine.snapshot import LayerSnapshot, StatsSnapshot
 from engine.stats import CoMoments, Moments, NeuronAccumulator, merge_comoments, merge_moments
+from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from engine.surgery import (
     ActionRecord,
     SurgeryListener,

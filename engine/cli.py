@@ -29,7 +29,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from engine.plan import Plan
     from engine.report import layer_summary_report
-    from engine.snapshot import StatsSnapshot
+    from engine.stats.snapshot import StatsSnapshot
 
     if Path(args.path).suffix in CHECKPOINT_SUFFIXES:
         from engine.checkpoint import checkpoint_summary
@@ -46,7 +46,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from engine.plan import Plan
-    from engine.snapshot import StatsSnapshot
+    from engine.stats.snapshot import StatsSnapshot
     from policies import propose_actions, resolve_config
 
     snapshot = StatsSnapshot.load(args.stats)
@@ -74,7 +74,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from engine.report import full_report, save_report
-    from engine.snapshot import StatsSnapshot
+    from engine.stats.snapshot import StatsSnapshot
 
     snapshot = StatsSnapshot.load(args.path)
     text = full_report(snapshot, top=args.top, threshold=args.threshold, limit=args.limit)

@@ -23,14 +23,14 @@ from engine import proposal
 from engine.errors import ConfigurationError, LayoutMismatchError, TrackingStateError
 from engine.history import EpochRecord, TrainingHistory
 from engine.layers import LayerKind
-from engine.layout import ModelLayout
+from engine.layout import ModelLayout, layout_fingerprint
 from engine.neurons import NeuronRegistry
 from engine.observe import HookSet, Observation, make_observer, plan_observations
 from engine.observe import fastpath as _fastpath
 from engine.plan import Plan
 from engine.selection import Selector, check_selector, discover_layers, matches
-from engine.snapshot import LayerSnapshot, StatsSnapshot, layout_fingerprint
 from engine.stats import NeuronAccumulator
+from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from engine.surgery.records import SurgeryListener, SurgeryRecord
 
 

@@ -54,7 +54,7 @@ def hooks_paused(engine: NeuronEngine) -> Iterator[None]:
 
 
 def model_layout(engine: NeuronEngine, example_inputs: Any = None) -> ModelLayout:
-    from engine.layout_builder import build_layout
+    from engine.layout.build import build_layout
 
     kwargs: dict[str, Any] = {}
     if example_inputs is not None:

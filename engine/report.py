@@ -5,7 +5,7 @@ Every function reads plain snapshot data only, so it works the same on a live en
 format rows, and long tables are capped.
 
 >>> import torch
->>> from engine.snapshot import LayerSnapshot, StatsSnapshot
+>>> from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 >>> from engine.stats import CoMoments, Moments
 >>> x = torch.tensor([[0.0, 1.0, 3.0, 2.0], [0.0, 2.0, 5.0, 1.0], [0.0, 4.0, 9.0, 3.0]])
 >>> fc = LayerSnapshot("fc", "Linear", [7, 8, 9, 10], Moments.from_samples(x),
@@ -36,7 +36,7 @@ import torch
 
 from engine.errors import ConfigurationError
 from engine.io import atomic_write_text
-from engine.snapshot import LayerSnapshot, StatsSnapshot
+from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 
 RULE = "=" * 80
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
-from engine.snapshot import LayerSnapshot, StatsSnapshot
+from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from policies.guards import Guard
 
 

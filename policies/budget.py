@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from engine.errors import ConfigurationError
 from engine.layout import ModelLayout
 from engine.plan.actions import Action, FoldAction
-from engine.snapshot import LayerSnapshot, StatsSnapshot
+from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from policies.base import Policy, PolicySettings, register_policy
 from policies.guards import Guard
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from engine.plan.actions import PruneAction
-from engine.snapshot import LayerSnapshot
+from engine.stats.snapshot import LayerSnapshot
 
 
 def floats(values: torch.Tensor | Sequence[float], digits: int = 6) -> list[float | None]:

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
-from engine.snapshot import LayerSnapshot
+from engine.stats.snapshot import LayerSnapshot
 from policies.base import PerLayerPolicy, PolicySettings, register_policy
 from policies.common import prune_units
 from policies.guards import Guard

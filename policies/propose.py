@@ -1,7 +1,7 @@
 """Run a policy configuration over a snapshot and a layout: the actions of one plan.
 
 >>> from engine.layout import LayerLayout, ModelLayout
->>> from engine.snapshot import StatsSnapshot
+>>> from engine.stats.snapshot import StatsSnapshot
 >>> propose_actions(StatsSnapshot({}), ModelLayout({}))
 []
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
-from engine.snapshot import StatsSnapshot
+from engine.stats.snapshot import StatsSnapshot
 from policies.base import Policy
 from policies.config import PolicyConfig, load_config, parse_config
 from policies.guards import Guard, GuardSettings

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action, MergeAction
-from engine.snapshot import LayerSnapshot
+from engine.stats.snapshot import LayerSnapshot
 from policies.base import PerLayerPolicy, PolicySettings, register_policy
 from policies.guards import Guard
 

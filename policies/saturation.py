@@ -26,7 +26,7 @@ from pydantic import Field
 from engine.errors import ConfigurationError
 from engine.layout import ModelLayout
 from engine.plan.actions import Action, ExpandAction, InitMethod
-from engine.snapshot import LayerSnapshot
+from engine.stats.snapshot import LayerSnapshot
 from policies.base import PerLayerPolicy, PolicySettings, register_policy
 from policies.common import floats
 from policies.guards import Guard

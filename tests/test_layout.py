@@ -16,7 +16,7 @@ from torch import nn
 
 from engine.errors import ConfigurationError
 from engine.layout import ALL_KINDS
-from engine.layout_builder import build_layout
+from engine.layout.build import build_layout
 
 PRUNE = frozenset({"prune"})
 

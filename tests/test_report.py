@@ -19,8 +19,8 @@ from engine.report import (
     redundant_pairs,
     save_report,
 )
-from engine.snapshot import LayerSnapshot
 from engine.stats import CoMoments, Moments
+from engine.stats.snapshot import LayerSnapshot
 
 
 @pytest.fixture(scope="module")

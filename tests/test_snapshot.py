@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from engine import LayoutMismatchError, NeuronEngine, SnapshotError, StatsSnapshot
-from engine.snapshot import LayerSnapshot
 from engine.stats import CoMoments, Moments
+from engine.stats.snapshot import LayerSnapshot
 
 
 def _tracked_snapshot(seed: int = 0, correlation=True) -> StatsSnapshot:

@@ -40,8 +40,10 @@ from pydantic import (
 from pydantic_core import PydanticSerializationError
 from typing_extensions import TypedDict
 
+from engine._version import __version__
 from engine.errors import FingerprintMismatchError, PlanError
 from engine.io import atomic_write_text
+from engine.layout.model import layout_fingerprint
 from engine.plan.actions import (
     Action,
     ExpandAction,
@@ -52,7 +54,6 @@ from engine.plan.actions import (
 )
 from engine.plan.parsing import format_validation, non_finite_path, parse_json
 from engine.plan.statistics import PlanStatistics
-from engine.snapshot import layout_fingerprint
 
 FORMAT = "neuron-engine.plan"
 VERSION = 1
@@ -65,8 +66,6 @@ def _now() -> str:
 
 
 def _library_version() -> str:
-    from engine import __version__
-
     return __version__
 
 

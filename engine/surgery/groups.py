@@ -7,7 +7,7 @@ Each member gives, per unit of the layer, its positions on the member's axis (on
 Linear consumer, ``H·W`` after a flatten, an offset after a concat).
 
 >>> import torch, torch.nn as nn
->>> from engine.layout_trace import trace_graph
+>>> from engine.layout.trace import trace_graph
 >>> model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2))
 >>> graph, _, _ = trace_graph(model, torch.randn(2, 4), None)
 >>> [(m.name, m.side, m.positions[1]) for m in unit_group(model, graph, "0")]

@@ -36,7 +36,7 @@ from torch import nn
 
 from engine.errors import ConfigurationError, PlanValidationError, SurgeryError
 from engine.layers import layer_kind_for
-from engine.layout_builder import build_layout_and_graph
+from engine.layout.build import build_layout_and_graph
 from engine.plan import Plan, validate_plan
 from engine.plan.actions import ExpandAction, FoldAction, MergeAction, PruneAction
 from engine.surgery.checks import module_problems

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import CorrelationLimitError
 from engine.layout import ModelLayout
+from engine.layout.model import layout_fingerprint
 from engine.neurons import NeuronRegistry
-from engine.snapshot import layout_fingerprint
 from engine.stats.remap import remap_accumulator
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -31,9 +31,9 @@ from engine.weights.errors import (
 )
 from engine.weights.metrics import ChangeSums
 from engine.weights.schema import SnapshotEntry, UnitAxis
-from engine.weights.snapshot import WeightSnapshot, capture_weights
 from engine.weights.store import SnapshotStore
 from engine.weights.tracker import WeightTracker
+from engine.weights.weight_snapshot import WeightSnapshot, capture_weights
 
 __all__ = [
     "ChangeEntry",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from engine.weights.errors import WeightShapeMismatchError
-from engine.weights.snapshot import WeightSnapshot
+from engine.weights.weight_snapshot import WeightSnapshot
 
 
 def match_ids(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

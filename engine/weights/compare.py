@@ -6,7 +6,7 @@ per tracked layer. Integer tensors (BatchNorm's ``num_batches_tracked``) are ski
 too unless ``include_buffers=True``. Totals cover every compared tensor.
 
 >>> import torch, torch.nn as nn
->>> from engine.weights.snapshot import capture_weights
+>>> from engine.weights.weight_snapshot import capture_weights
 >>> model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
 >>> first = capture_weights(model, step=0)
 >>> with torch.no_grad():
@@ -28,7 +28,7 @@ from engine.weights.align import align_loaded
 from engine.weights.errors import WeightShapeMismatchError
 from engine.weights.metrics import ChangeSums, RowSums, change_sums
 from engine.weights.schema import SnapshotEntry
-from engine.weights.snapshot import WeightSnapshot
+from engine.weights.weight_snapshot import WeightSnapshot
 
 Lineage = Mapping[int, Mapping[str, Any]]
 

@@ -7,7 +7,7 @@ order (epoch, step, capture number), never in file-name order, and reads no tens
 Each file's header repeats its index entry, so a lost ``index.json`` is rebuilt from the files.
 
 >>> import tempfile, torch.nn as nn
->>> from engine.weights.snapshot import capture_weights
+>>> from engine.weights.weight_snapshot import capture_weights
 >>> store = SnapshotStore(tempfile.mkdtemp())
 >>> for step in (20, 10):
 ...     _ = store.add(capture_weights(nn.Linear(2, 2), step=step))
@@ -30,7 +30,7 @@ from safetensors.torch import save as st_save
 from engine.io import atomic_write_bytes, atomic_write_text, read_json_model
 from engine.weights.errors import WeightSnapshotError
 from engine.weights.schema import FORMAT, RunIndex, SnapshotEntry, chronological
-from engine.weights.snapshot import WeightSnapshot
+from engine.weights.weight_snapshot import WeightSnapshot
 
 INDEX_FILE = "index.json"
 SNAPSHOT_DIR = "snapshots"

@@ -35,8 +35,8 @@ from engine.weights.changelog import ChangeEntry, ChangeLog, lineage_from_record
 from engine.weights.compare import WeightComparison, compare_series, compare_snapshots
 from engine.weights.errors import WeightSnapshotError
 from engine.weights.schema import Trigger
-from engine.weights.snapshot import WeightSnapshot, capture_weights
 from engine.weights.store import SnapshotStore
+from engine.weights.weight_snapshot import WeightSnapshot, capture_weights
 
 DEFAULT_ROOT = Path("outputs") / "weights"
 CHANGELOG_FILE = "changes.jsonl"

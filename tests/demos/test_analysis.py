@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 from demo_loading import load_demo, run
 
-from engine.snapshot import StatsSnapshot
+from engine.stats.snapshot import StatsSnapshot
 
 LAYERS = {"fc1": 128, "fc2": 64, "fc_out": 10}
 pytest.importorskip("sklearn")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from engine.errors import PlanError
+from engine.layout import layout_fingerprint
 from engine.plan import (
     MergeAction,
     Plan,
@@ -18,7 +19,6 @@ from engine.plan import (
     looks_like_selfmodifying_slm,
 )
 from engine.plan.legacy import NO_FIT
-from engine.snapshot import layout_fingerprint
 
 FIXTURE = (
     Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sms_optimization.json"

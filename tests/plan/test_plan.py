@@ -13,6 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from engine.errors import EngineError, FingerprintMismatchError, PlanError
+from engine.layout import layout_fingerprint
 from engine.plan import (
     ExpandAction,
     FoldAction,
@@ -22,8 +23,8 @@ from engine.plan import (
     PlanStatistics,
     PruneAction,
 )
-from engine.snapshot import LayerSnapshot, StatsSnapshot, layout_fingerprint
 from engine.stats import Moments
+from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 
 LAYOUT = [("fc1", 8), ("fc2", 6), ("out", 3)]
 

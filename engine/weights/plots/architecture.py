@@ -5,7 +5,7 @@ placed at the snapshot taken right after them.
 
 >>> import torch.nn as nn
 >>> from engine.neurons import NeuronRegistry
->>> from engine.weights.snapshot import capture_weights
+>>> from engine.weights.weight_snapshot import capture_weights
 >>> reg = NeuronRegistry(); _ = reg.add_layer("0", 4)
 >>> s0 = capture_weights(nn.Linear(2, 4), step=0, neuron_ids=reg.as_dict())
 >>> _ = reg.remove("0", [1])

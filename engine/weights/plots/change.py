@@ -1,7 +1,7 @@
 """Change over time: the model's total change and each layer's, between consecutive snapshots.
 
 >>> import torch.nn as nn
->>> from engine.weights.snapshot import capture_weights
+>>> from engine.weights.weight_snapshot import capture_weights
 >>> from engine.weights.compare import compare_series
 >>> m = nn.Linear(2, 2)
 >>> snaps = [capture_weights(m, step=0), capture_weights(nn.Linear(2, 2), step=5)]

@@ -4,7 +4,7 @@ Tensors are matched by neuron ID across surgery (as in comparisons). Histograms 
 trajectories subsample large models (a fixed seed, so plots are reproducible).
 
 >>> import torch.nn as nn
->>> from engine.weights.snapshot import capture_weights
+>>> from engine.weights.weight_snapshot import capture_weights
 >>> a, b = capture_weights(nn.Linear(4, 3), step=0), capture_weights(nn.Linear(4, 3), step=1)
 >>> figure_texts(plot_weight_heatmap(a, b, "weight"))["ylabel"][0]
 'output unit (row)'
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from engine.weights.align import align_tensor
 from engine.weights.errors import WeightPlotError
 from engine.weights.plots._figure import entries_of, figure_texts, new_figure, save_png, timeline
-from engine.weights.snapshot import WeightSnapshot
+from engine.weights.weight_snapshot import WeightSnapshot
 
 __all__ = [
     "figure_texts",

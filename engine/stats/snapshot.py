@@ -29,10 +29,24 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from engine.errors import LayoutMismatchError, SnapshotError
+from engine._version import __version__
+from engine.errors import (
+    LayerNotFoundError,
+    LayoutMismatchError,
+    NeuronNotFoundError,
+    SnapshotError,
+)
 from engine.io import atomic_write_bytes, atomic_write_json, read_json, validate_json
-from engine.stats import CoMoments, Moments, merge_comoments, merge_moments
-from engine.stats.moments import TENSOR_FIELDS
+from engine.layout.io import (
+    LAYOUT_FILE,
+    WEIGHTS_FILE,
+    layout_from_snapshot_sizes,
+    load_layout,
+    save_layout,
+)
+from engine.layout.model import layout_fingerprint
+from engine.stats.comoments import CoMoments, merge_comoments
+from engine.stats.moments import TENSOR_FIELDS, Moments, merge_moments
 
 FORMAT = "neuron-engine.stats"
 VERSION = 1
@@ -199,7 +213,6 @@ class StatsSnapshot:
         return {name: layer.count for name, layer in self.layers.items()}
 
     def layer(self, name: str) -> LayerSnapshot:
-        from engine.errors import LayerNotFoundError
 
         try:
             return self.layers[name]
@@ -208,7 +221,6 @@ class StatsSnapshot:
 
     def neuron(self, neuron_id: int) -> dict[str, Any]:
         """Statistics of one neuron by global ID."""
-        from engine.errors import NeuronNotFoundError
 
         for layer in self.layers.values():
             if neuron_id in layer.neuron_ids:
@@ -235,14 +247,12 @@ class StatsSnapshot:
         """The saved model layout, or a conservative one built from the layer sizes alone."""
         if self.model_layout is not None:
             return self.model_layout
-        from engine.layout_io import layout_from_snapshot_sizes
 
         ids = {name: layer.neuron_ids for name, layer in self.layers.items()}
         return layout_from_snapshot_sizes(self.layout, ids)
 
     # --- persistence ----------------------------------------------------------------------
     def _record(self) -> dict[str, Any]:
-        from engine import __version__
 
         return _SnapshotRecord(
             format=FORMAT,
@@ -283,7 +293,6 @@ class StatsSnapshot:
         digest = _layers_digest(record["layers"])
         atomic_write_bytes(directory / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
         atomic_write_json(directory / SUMMARY_FILE, record)
-        from engine.layout_io import LAYOUT_FILE, WEIGHTS_FILE, save_layout
 
         if self.model_layout is not None:
             save_layout(self.model_layout, directory)
@@ -317,7 +326,6 @@ class StatsSnapshot:
         layers: dict[str, LayerSnapshot] = {}
         for rec in record.layers:
             layers[rec.name] = _layer_from_arrays(rec, tensors, arrays_path)
-        from engine.layout_io import load_layout
 
         expected = {name: layer.neuron_ids for name, layer in layers.items()}
         return cls(
@@ -361,9 +369,3 @@ def _layer_from_arrays(
     return LayerSnapshot(
         rec.name, rec.module_type, list(rec.neuron_ids), moments, cm, rec.observation, bounds
     )
-
-
-def layout_fingerprint(layout: list[tuple[str, int]]) -> str:
-    """A short hash of the tracked layers' names and sizes, in order."""
-    text = json.dumps([[name, int(size)] for name, size in layout])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

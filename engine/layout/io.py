@@ -1,7 +1,7 @@
 """Save and load a ``ModelLayout`` next to a statistics snapshot (JSON + safetensors).
 
 >>> import tempfile, torch
->>> from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
+>>> from engine.layout.model import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
 >>> fc = LayerLayout("fc", "Linear", 2, [0, 1], params_per_unit=5,
 ...                  consumers=[ConsumerSlice("out", "Linear", torch.ones(3, 2))])
 >>> d = save_layout(ModelLayout({"fc": fc}, 20), tempfile.mkdtemp())
@@ -22,7 +22,7 @@ from safetensors.torch import save as st_save
 
 from engine.errors import SnapshotError
 from engine.io import atomic_write_bytes, atomic_write_json, read_json_model
-from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
+from engine.layout.model import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
 
 LAYOUT_FILE = "layout.json"
 WEIGHTS_FILE = "layout.safetensors"

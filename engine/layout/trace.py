@@ -1,6 +1,6 @@
 """Tracing a model into Torch-Pruning's dependency graph without leaving a trace on it.
 
-Used by ``engine.layout_builder``: modes, ``requires_grad`` flags and any hooks Torch-Pruning
+Used by ``engine.layout.build``: modes, ``requires_grad`` flags and any hooks Torch-Pruning
 leaves behind are restored in ``finally``; floating-point inputs become clones that require
 grad so that groups reaching a model input can be recognised.
 """

@@ -12,9 +12,22 @@ read it and never touch modules.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import torch
+
+
+def layout_fingerprint(layout: list[tuple[str, int]]) -> str:
+    """A short hash of the tracked layers' names and sizes, in order (plans record it).
+
+    >>> layout_fingerprint([("fc", 8)]) == layout_fingerprint([("fc", 8)])
+    True
+    """
+    text = json.dumps([[name, int(size)] for name, size in layout])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
 
 ALL_KINDS = frozenset({"prune", "merge", "fold", "expand"})
 
@@ -71,8 +84,6 @@ class ModelLayout:
         return [(name, layer.units) for name, layer in self.layers.items()]
 
     def fingerprint(self) -> str:
-        from engine.snapshot import layout_fingerprint
-
         return layout_fingerprint(self.sizes)
 
     def params_after(self, removed: dict[str, int]) -> int:

@@ -1,18 +1,17 @@
 """How many parameters disappear with one unit of a dependency-group member.
 
-Used by ``engine.layout_builder`` to fill ``LayerLayout.params_per_unit``.
+Used by ``engine.layout.build`` to fill ``LayerLayout.params_per_unit``.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch_pruning as tp
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from engine.layout_builder import _Member
+from engine.layout.members import DependencyMember
 
 WEIGHTED_CONSUMERS = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -21,7 +20,7 @@ def is_depthwise(conv: nn.modules.conv._ConvNd) -> bool:
     return conv.groups == conv.out_channels and conv.out_channels > 1
 
 
-def params_per_index(graph: tp.DependencyGraph, module: Any, m: _Member) -> int:
+def params_per_index(graph: tp.DependencyGraph, module: Any, m: DependencyMember) -> int:
     """Parameters removed from ``module`` when one index of its pruned axis goes."""
     if isinstance(module, nn.Parameter):
         dim = m.node.pruning_dim
@@ -75,7 +74,9 @@ def _mha_params_per_index(mha: nn.MultiheadAttention) -> int:
     return n
 
 
-def _simulated_params_per_index(graph: tp.DependencyGraph, module: nn.Module, m: _Member) -> int:
+def _simulated_params_per_index(
+    graph: tp.DependencyGraph, module: nn.Module, m: DependencyMember
+) -> int:
     """Any other prunable module (a registered custom pruner): prune one index of a copy."""
     pruner = graph.get_pruner_of_module(module)
     if pruner is None or not m.idxs:
@@ -90,13 +91,13 @@ def _simulated_params_per_index(graph: tp.DependencyGraph, module: nn.Module, m:
     return before - sum(p.numel() for p in twin.parameters())
 
 
-def self_overlap(members: list[_Member], units: int) -> float | None:
+def self_overlap(members: list[DependencyMember], units: int) -> float | None:
     """Entries counted twice per unit by Linear/Conv layers pruned on both axes in the group.
 
     ``None`` when no such layer exists. A weight whose rows and columns both shrink loses the
     entries where a unit's rows meet its own columns once, not twice.
     """
-    by_module: dict[int, list[_Member]] = {}
+    by_module: dict[int, list[DependencyMember]] = {}
     for m in members:
         if isinstance(m.module, WEIGHTED_CONSUMERS) and not (
             isinstance(m.module, nn.modules.conv._ConvNd) and is_depthwise(m.module)

@@ -88,9 +88,10 @@ from torch import nn
 from torch_pruning import ops as tp_ops
 
 from engine.errors import ConfigurationError
-from engine.layout import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
-from engine.layout_params import is_depthwise, params_per_index, self_overlap
-from engine.layout_trace import ForwardFn, trace_graph
+from engine.layout.members import DependencyMember, classify_member
+from engine.layout.model import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
+from engine.layout.params import is_depthwise, params_per_index, self_overlap
+from engine.layout.trace import ForwardFn, trace_graph
 
 __all__ = ["build_layout", "build_layout_and_graph"]
 
@@ -172,18 +173,6 @@ class _Context:
 
 
 @dataclass
-class _Member:
-    """One item of a pruning group, classified."""
-
-    module: Any
-    node: Any
-    idxs: list[int]
-    roots: list[int]
-    is_in: bool  # the handler prunes the target's input axis
-    is_out: bool  # the handler prunes the target's output axis (both for norms, ops, MHA)
-
-
-@dataclass
 class _Facts:
     supports: frozenset[str] = ALL_KINDS
     consumers: list[ConsumerSlice] = field(default_factory=list)
@@ -215,7 +204,7 @@ def _layer_layout(ctx: _Context, name: str, module: nn.Module, ids: list[int]) -
         return base
 
     facts = _Facts(supports=_own_supports(module))
-    members = [_classify(ctx.graph, item) for item in group]
+    members = [classify_member(ctx.graph, item) for item in group]
     for member in members:
         _visit(ctx, module, member, units, facts)
     overlap = self_overlap(members, units)
@@ -239,17 +228,7 @@ def _own_supports(module: nn.Module) -> frozenset[str]:
     return ALL_KINDS
 
 
-def _classify(graph: tp.DependencyGraph, item: Any) -> _Member:
-    dep = item.dep
-    target = dep.target.module
-    pruner = graph.get_pruner_of_module(target)
-    is_out = pruner is not None and dep.handler == pruner.prune_out_channels
-    is_in = pruner is not None and dep.handler == pruner.prune_in_channels
-    roots = item.root_idxs if item.root_idxs is not None else list(item.idxs)
-    return _Member(target, dep.target, list(item.idxs), list(roots), is_in, is_out)
-
-
-def _visit(ctx: _Context, root: nn.Module, m: _Member, units: int, facts: _Facts) -> None:
+def _visit(ctx: _Context, root: nn.Module, m: DependencyMember, units: int, facts: _Facts) -> None:
     module, node = m.module, m.node
     facts.params += len(m.idxs) * params_per_index(ctx.graph, module, m) / units
     consumes = m.is_in and isinstance(
