@@ -1,5 +1,10 @@
 """Plans: versioned JSON of prune / merge / expand actions for one model layout.
 
+The schema (``engine.plan.plan`` with ``metadata``, ``actions`` and ``statistics``) imports
+none of its readers and printers; they register with it when imported, and this package
+imports them all: ``engine.plan.legacy`` (the SelfModifyingSLM format of ``Plan.load``, via
+``engine.plan.formats``) and ``engine.plan.summary`` (the text of ``Plan.summary()``).
+
 >>> from engine.plan import Plan, PruneAction
 >>> plan = Plan.create([PruneAction(layer="fc", local_indices=[0], neuron_ids=[0],
 ...                                 reason="dead")], layout=[("fc", 4)])
@@ -17,7 +22,8 @@ from engine.plan.actions import (
     PruneAction,
 )
 from engine.plan.legacy import convert_selfmodifying_slm, looks_like_selfmodifying_slm
-from engine.plan.plan import FORMAT, VERSION, Plan, PlanMetadata, PolicyRecord
+from engine.plan.metadata import FORMAT, VERSION, PlanMetadata, PolicyRecord
+from engine.plan.plan import Plan
 from engine.plan.statistics import LayerWidth, PlanStatistics
 from engine.plan.summary import plan_summary
 from engine.plan.validate import validate_plan, validation_problems

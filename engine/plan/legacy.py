@@ -6,6 +6,10 @@ every entry becomes (part of) an action, also entries that look wrong. Refusing 
 (removing a logit, pruning busy units) is the job of plan validation and policies; the converter
 only adds a ``metadata.notes`` line for each suspicious group.
 
+Importing this module registers the format ``"selfmodifying-slm"`` with
+``engine.plan.formats.register_plan_format``, so that ``Plan.load`` / ``Plan.loads`` detect
+and convert such files (``engine.plan`` imports it).
+
 How entries map:
 
 * prune entries of one layer and reason → one ``PruneAction`` with sorted local indices; the
@@ -30,13 +34,12 @@ How entries map:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.errors import PlanError
 from engine.plan.actions import Action, ExpandAction, MergeAction, PruneAction
-
-if TYPE_CHECKING:
-    from engine.plan.plan import Plan
+from engine.plan.formats import register_plan_format
+from engine.plan.plan import Plan
 
 SOURCE = "selfmodifying-slm"
 NO_FIT = "not in source; recompute from statistics"
@@ -312,8 +315,6 @@ def convert_selfmodifying_slm(data: Mapping[str, Any], *, source: str = SOURCE) 
     ``source`` (usually the file name) prefixes error messages. Malformed entries raise
     ``PlanError`` naming the entry, e.g. ``prune[3]: missing 'local_index'``.
     """
-    from engine.plan.plan import Plan
-
     if not isinstance(data, Mapping):
         raise PlanError(f"{source}: expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - _TOP_KEYS)
@@ -356,3 +357,11 @@ def convert_selfmodifying_slm(data: Mapping[str, Any], *, source: str = SOURCE) 
     except PlanError as exc:
         lines = [line.removeprefix("plan: ") for line in str(exc).splitlines()]
         raise PlanError("\n".join(f"{source}: {line}" for line in lines)) from None
+
+
+register_plan_format(
+    SOURCE,
+    looks_like_selfmodifying_slm,
+    convert_selfmodifying_slm,
+    description="a SelfModifyingSLM recommendations file with 'prune'/'merge'/'expand' lists",
+)

@@ -1,7 +1,15 @@
 """Strict JSON for plan files and readable validation errors (used by ``engine.plan.plan``).
 
+Reading a plan file (``read_plan_text``), parsing it to a top-level object (``json_object``),
+and turning parsed data back into strict JSON text for validation (``strict_json_text``); each
+error is a ``PlanError`` that starts with the file name (``source``).
+
 >>> parse_json('{"a": 1}', "plan.json")
 {'a': 1}
+>>> json_object('[1]', "plan.json")
+Traceback (most recent call last):
+...
+engine.errors.PlanError: plan.json: expected a JSON object at the top level, got list
 >>> non_finite_path({"x": [1.0, float("nan")]})
 ('x.1', nan)
 """
@@ -10,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,7 +31,64 @@ from engine.errors import PlanError
 KINDS = ("merge", "fold")
 
 
+def read_plan_text(path: str | os.PathLike[str]) -> str:
+    """The text of a plan file; ``PlanError`` when it is missing, a directory or not UTF-8.
+
+    >>> read_plan_text("no/such/plan.json")
+    Traceback (most recent call last):
+    ...
+    engine.errors.PlanError: no/such/plan.json: no such file
+    """
+    p = Path(path)
+    if not p.exists():
+        raise PlanError(f"{p}: no such file")
+    if not p.is_file():
+        raise PlanError(f"{p}: not a file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{p}: not valid JSON (not UTF-8 text: {exc.reason})") from None
+
+
+def json_object(text_or_data: object, source: str) -> dict[str, Any]:
+    """A copy of the top-level JSON object of strict JSON text, or of already parsed data.
+
+    >>> json_object(b'{"format": "x"}', "plan.json")
+    {'format': 'x'}
+    """
+    if isinstance(text_or_data, (str, bytes, bytearray)):
+        data = parse_json(text_or_data, source)
+    else:
+        data = text_or_data
+    if not isinstance(data, Mapping):
+        raise PlanError(
+            f"{source}: expected a JSON object at the top level, got {type(data).__name__}"
+        )
+    return dict(data)
+
+
+def strict_json_text(data: Any, source: str) -> str:
+    """Strict JSON text of parsed data; ``PlanError`` names a NaN/infinity or non-JSON value.
+
+    >>> strict_json_text({"a": [1, 2.5]}, "plan")
+    '{"a": [1, 2.5]}'
+    >>> strict_json_text({"a": float("inf")}, "plan")
+    Traceback (most recent call last):
+    ...
+    engine.errors.PlanError: plan: field 'a' = inf: not allowed in a plan
+    """
+    bad = non_finite_path(data)
+    if bad is not None:
+        raise PlanError(f"{source}: field {bad[0]!r} = {bad[1]}: not allowed in a plan")
+    try:
+        return json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PlanError(f"{source}: not JSON data ({exc})") from None
+
+
 def parse_json(text: str | bytes | bytearray, source: str) -> Any:
+    """Parsed strict JSON: no NaN/Infinity constants, no duplicate keys (``PlanError``)."""
+
     def no_constant(name: str) -> Any:
         raise ValueError(f"{name} is not allowed (strict JSON)")
 

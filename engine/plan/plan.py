@@ -4,6 +4,11 @@ A plan carries the layout (layer names and unit counts) it was made for and its 
 the policies that proposed it, every action with its reason and evidence, and statistics
 derived from the actions (units removed and added, widths before and after per layer).
 
+This module is the schema only: it imports none of the readers and printers of plans. Other
+file formats are read through ``register_plan_format`` (``engine.plan.legacy`` registers the
+SelfModifyingSLM format) and ``Plan.summary`` prints with the formatter that
+``engine.plan.summary`` registers; importing ``engine.plan`` puts both in place.
+
 >>> from engine.plan.actions import ExpandAction, PruneAction
 >>> plan = Plan.create(
 ...     [PruneAction(layer="fc1", local_indices=[1, 3], neuron_ids=[1, 3], reason="dead"),
@@ -23,25 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeInt,
-    ValidationError,
-    model_validator,
-    with_config,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticSerializationError
-from typing_extensions import TypedDict
 
-from engine._version import __version__
-from engine.errors import FingerprintMismatchError, PlanError
+from engine.errors import ConfigurationError, PlanError
 from engine.io import atomic_write_text
 from engine.layout.model import layout_fingerprint
 from engine.plan.actions import (
@@ -52,48 +46,52 @@ from engine.plan.actions import (
     MergeLike,
     PruneAction,
 )
-from engine.plan.parsing import format_validation, non_finite_path, parse_json
+from engine.plan.consistency import check_consistency
+from engine.plan.fingerprint import check_layout, layout_pairs
+from engine.plan.formats import detect_plan_format, plan_formats
+from engine.plan.metadata import FORMAT, VERSION, Layout, PlanMetadata, PolicyRecord
+from engine.plan.parsing import (
+    format_validation,
+    json_object,
+    non_finite_path,
+    read_plan_text,
+    strict_json_text,
+)
 from engine.plan.statistics import PlanStatistics
 
-FORMAT = "neuron-engine.plan"
-VERSION = 1
+# FORMAT, VERSION, PlanMetadata and PolicyRecord live in engine.plan.metadata; they are
+# importable from here too.
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Plan",
+    "PlanMetadata",
+    "PolicyRecord",
+    "SummaryFormatter",
+    "register_summary_formatter",
+]
 
-Layout = list[tuple[str, int]]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def _library_version() -> str:
-    return __version__
-
-
-@with_config(ConfigDict(extra="forbid"))
-class PolicyRecord(TypedDict):
-    """One policy that contributed actions: its registry name and the settings it ran with."""
-
-    name: str
-    settings: dict[str, Any]
+SummaryFormatter = Callable[["Plan"], str]
+_SUMMARY_FORMATTER: list[SummaryFormatter] = []  # the registered one, when there is one
 
 
-class PlanMetadata(BaseModel):
-    """Where a plan comes from and which layout it was made for."""
+def register_summary_formatter(formatter: SummaryFormatter) -> None:
+    """Make ``Plan.summary()`` return ``formatter(plan)``, replacing the formatter before.
 
-    model_config = ConfigDict(extra="forbid")
+    ``engine.plan.summary`` registers ``plan_summary`` when it is imported (``engine.plan``
+    imports it).
 
-    created: str = Field(default_factory=_now, min_length=1, description="ISO 8601 time")
-    library_version: str = Field(default_factory=_library_version)
-    fingerprint: str = Field(min_length=1, description="layout_fingerprint(layout)")
-    layout: list[tuple[str, NonNegativeInt]] = Field(
-        description="tracked layer names and unit counts the plan was made for, in order"
-    )
-    policies: list[PolicyRecord] = Field(default_factory=list)
-    samples_seen: dict[str, NonNegativeInt] = Field(
-        default_factory=dict, description="observations per layer behind the evidence"
-    )
-    source: str = Field(default="neuron-engine", min_length=1)
-    notes: list[str] = Field(default_factory=list)
+    >>> from engine.plan.summary import plan_summary
+    >>> register_summary_formatter(lambda plan: f"{len(plan.layout)} layer")
+    >>> Plan.create([], [("fc", 4)]).summary()
+    '1 layer'
+    >>> register_summary_formatter(plan_summary)
+    """
+    if not callable(formatter):
+        raise ConfigurationError(
+            f"a summary formatter must be callable, got {type(formatter).__name__}"
+        )
+    _SUMMARY_FORMATTER[:] = [formatter]
 
 
 def _plan_schema_extra(schema: dict[str, Any]) -> None:
@@ -120,63 +118,8 @@ class Plan(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
-        meta = self.metadata
-        names = [name for name, _ in meta.layout]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"metadata.layout: layers {dupes} are listed more than once")
-        expected = layout_fingerprint(meta.layout)
-        if meta.fingerprint != expected:
-            raise ValueError(
-                f"metadata.fingerprint = {meta.fingerprint!r} does not match metadata.layout "
-                f"(its fingerprint is {expected!r})"
-            )
-        sizes = dict(meta.layout)
-        problems = []
-        for section in ("prune", "merge", "expand"):
-            for i, action in enumerate(getattr(self, section)):
-                if action.layer not in sizes:
-                    continue
-                for field, values in _index_fields(action):
-                    bad = sorted({v for v in values if v >= sizes[action.layer]})
-                    if bad:
-                        problems.append(
-                            f"{section}.{i}.{field}: units {bad} out of range for layer "
-                            f"{action.layer!r} ({sizes[action.layer]} units in metadata.layout)"
-                        )
-        if problems:
-            raise ValueError("; ".join(problems))
-        computed = PlanStatistics.compute(self.actions(), meta.layout)
-        empty = [
-            (n, w["after"])
-            for n, w in computed.widths.items()
-            if w["after"] < 1 and n in computed.layers_changed
-        ]
-        if empty:
-            raise ValueError(
-                "; ".join(
-                    f"statistics.widths.{n}.after = {after}: the actions would leave layer "
-                    f"{n!r} with fewer than 1 unit"
-                    for n, after in empty
-                )
-            )
-        if self.statistics is None:
-            self.statistics = computed
-        elif self.statistics != computed:
-            given, want = self.statistics.model_dump(), computed.model_dump()
-            pairs = [(k, given[k], want[k]) for k in want if k != "widths"]
-            layers = list(dict.fromkeys([*want["widths"], *given["widths"]]))
-            pairs += [
-                (f"widths.{n}", given["widths"].get(n), want["widths"].get(n)) for n in layers
-            ]
-            diff = "; ".join(
-                f"statistics.{k} = {json.dumps(a)}, the actions give {json.dumps(b)}"
-                for k, a, b in pairs
-                if a != b
-            )
-            raise ValueError(
-                f"{diff} (statistics are derived: delete the 'statistics' key to recompute them)"
-            )
+        sections = {"prune": self.prune, "merge": self.merge, "expand": self.expand}
+        self.statistics = check_consistency(self.metadata, sections, self.statistics)
         return self
 
     # --- construction -----------------------------------------------------------------------
@@ -198,8 +141,11 @@ class Plan(BaseModel):
         ``layout`` is ``[(layer, units), …]``, a ``{layer: units}`` mapping, or an object with
         ``.sizes`` (``ModelLayout``) or ``.layout`` (``StatsSnapshot``; its ``samples_seen`` is
         used when none is given). ``policies`` are ``{"name", "settings"}`` dicts or names.
+
+        >>> Plan.create([], {"fc": 4}, policies=["dead"]).metadata.policies
+        [{'name': 'dead', 'settings': {}}]
         """
-        pairs = _layout_pairs(layout)
+        pairs = layout_pairs(layout)
         if samples_seen is None:
             seen = getattr(layout, "samples_seen", None)
             samples_seen = seen if isinstance(seen, Mapping) else {}
@@ -251,10 +197,14 @@ class Plan(BaseModel):
         return self.metadata.fingerprint
 
     def summary(self) -> str:
-        """Human-readable text (see ``engine.plan.summary.plan_summary``)."""
-        from engine.plan.summary import plan_summary
-
-        return plan_summary(self)
+        """Human-readable text, by the registered formatter (``engine.plan.summary``'s
+        ``plan_summary``); ``ConfigurationError`` when none is registered."""
+        if not _SUMMARY_FORMATTER:
+            raise ConfigurationError(
+                "Plan.summary: no summary formatter is registered (importing engine.plan or "
+                "engine.plan.summary registers plan_summary)"
+            )
+        return _SUMMARY_FORMATTER[0](self)
 
     def check_fingerprint(self, layout_or_fingerprint: Any) -> None:
         """Raise ``FingerprintMismatchError`` unless the plan was made for this layout.
@@ -263,37 +213,7 @@ class Plan(BaseModel):
         an object with ``.sizes`` / ``.layout``. With a layout, the message lists the layers
         whose sizes differ, that are missing, or that are in another order.
         """
-        mine = self.metadata.fingerprint
-        if isinstance(layout_or_fingerprint, str):
-            if layout_or_fingerprint != mine:
-                raise FingerprintMismatchError(
-                    f"plan was made for layout fingerprint {mine!r}, the model has "
-                    f"{layout_or_fingerprint!r} (plan layout: {_layout_text(self.layout)})"
-                )
-            return
-        theirs = _layout_pairs(layout_or_fingerprint)
-        other = layout_fingerprint(theirs)
-        if other == mine:
-            return
-        planned, actual = dict(self.layout), dict(theirs)
-        problems = []
-        for name, size in planned.items():
-            if name not in actual:
-                problems.append(f"layer {name!r}: in the plan, missing from the model")
-            elif actual[name] != size:
-                problems.append(
-                    f"layer {name!r}: {size} units in the plan, {actual[name]} in the model"
-                )
-        extra = [name for name in actual if name not in planned]
-        problems += [f"layer {name!r}: in the model, not in the plan" for name in extra]
-        if not problems:
-            problems = [f"same layers in another order: plan {list(planned)}, model {list(actual)}"]
-        exc = FingerprintMismatchError(
-            f"plan was made for layout {mine!r}, the model's layout is {other!r}: "
-            + "; ".join(problems)
-        )
-        exc.plan_fingerprint, exc.model_fingerprint, exc.problems = mine, other, problems
-        raise exc
+        check_layout(self.fingerprint, self.layout, layout_or_fingerprint)
 
     # --- serialisation ----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -324,91 +244,35 @@ class Plan(BaseModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plan:
-        """Read and validate a plan file (or convert a SelfModifyingSLM recommendations file)."""
-        p = Path(path)
-        if not p.exists():
-            raise PlanError(f"{p}: no such file")
-        if not p.is_file():
-            raise PlanError(f"{p}: not a file")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise PlanError(f"{p}: not valid JSON (not UTF-8 text: {exc.reason})") from None
-        return cls.loads(text, source=str(p))
+        """Read and validate a plan file (or convert a file of a registered foreign format)."""
+        return cls.loads(read_plan_text(path), source=str(Path(path)))
 
     @classmethod
     def loads(cls, text_or_data: str | bytes | Mapping[str, Any], *, source: str = "plan") -> Plan:
         """Validate a plan from JSON text or parsed data; ``source`` prefixes error messages.
 
         Types are checked strictly (``"3"`` or ``true`` is not an index), unknown fields and
-        NaN/infinity are refused, and a SelfModifyingSLM recommendations file is converted.
+        NaN/infinity are refused, and data of a registered foreign format (a SelfModifyingSLM
+        recommendations file) is converted.
         """
-        if isinstance(text_or_data, (str, bytes, bytearray)):
-            data = parse_json(text_or_data, source)
-        else:
-            data = text_or_data
-        if not isinstance(data, Mapping):
-            raise PlanError(
-                f"{source}: expected a JSON object at the top level, got {type(data).__name__}"
-            )
-        data = dict(data)
-        from engine.plan.legacy import convert_selfmodifying_slm, looks_like_selfmodifying_slm
-
-        if looks_like_selfmodifying_slm(data):
-            return convert_selfmodifying_slm(data, source=source)
+        data = json_object(text_or_data, source)
+        foreign = detect_plan_format(data)
+        if foreign is not None:
+            plan = foreign.convert(data, source=source)
+            if not isinstance(plan, Plan):
+                raise PlanError(
+                    f"{source}: the {foreign.name!r} format converted to "
+                    f"{type(plan).__name__}, not a Plan"
+                )
+            return plan
         if "format" in data and "version" not in data:
             raise PlanError(f"{source}: field 'version': missing (expected {VERSION})")
         if "format" not in data:
+            others = "".join(f", or {f.description}" for f in plan_formats())
             raise PlanError(
-                f"{source}: not a plan: no 'format' key (expected 'format': {FORMAT!r}, or a "
-                f"SelfModifyingSLM recommendations file with 'prune'/'merge'/'expand' lists)"
+                f"{source}: not a plan: no 'format' key (expected 'format': {FORMAT!r}{others})"
             )
-        bad = non_finite_path(data)
-        if bad is not None:
-            raise PlanError(f"{source}: field {bad[0]!r} = {bad[1]}: not allowed in a plan")
         try:
-            text = json.dumps(data, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise PlanError(f"{source}: not JSON data ({exc})") from None
-        try:
-            return cls.model_validate_json(text, strict=True)
+            return cls.model_validate_json(strict_json_text(data, source), strict=True)
         except ValidationError as exc:
             raise PlanError(format_validation(exc, source)) from None
-
-
-# --- helpers -------------------------------------------------------------------------------
-def _index_fields(action: Action) -> list[tuple[str, list[int]]]:
-    """``(field name, local indices)`` for every index field of an action."""
-    if isinstance(action, PruneAction):
-        return [("local_indices", list(action.local_indices))]
-    if isinstance(action, MergeAction):
-        return [("keep", [action.keep]), ("remove", [action.remove])]
-    if isinstance(action, FoldAction):
-        return [("keep", list(action.keep)), ("remove", list(action.remove))]
-    return [("source_indices", list(action.source_indices or ()))]
-
-
-def _layout_pairs(layout: Any) -> Layout:
-    """``[(name, units), …]`` from a list of pairs, a mapping, a ModelLayout or a snapshot."""
-    if isinstance(layout, str):
-        raise TypeError("expected a layout ([(layer, units), …]), got a string")
-    sizes = getattr(layout, "sizes", None)
-    if sizes is not None and not callable(sizes):
-        layout = sizes
-    else:
-        inner = getattr(layout, "layout", None)
-        if inner is not None and not callable(inner):
-            layout = inner
-    items = layout.items() if isinstance(layout, Mapping) else layout
-    try:
-        return [(str(name), int(size)) for name, size in items]
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"expected a layout ([(layer, units), …], a mapping, or an object with .sizes or "
-            f".layout), got {type(layout).__name__}"
-        ) from None
-
-
-def _layout_text(layout: Layout, limit: int = 8) -> str:
-    shown = ", ".join(f"{name}={size}" for name, size in layout[:limit])
-    return shown + (f", … ({len(layout)} layers)" if len(layout) > limit else "")

@@ -5,6 +5,9 @@ layout, creation time, source, policies, samples, notes), one section per action
 line per action (layer, units as ``local index→neuron ID``, reason, policy) and its key
 evidence, the width of every layer before → after, and totals.
 
+Importing this module registers ``plan_summary`` as the formatter of ``Plan.summary()``
+(``engine.plan`` imports it).
+
 >>> from engine.plan.actions import PruneAction
 >>> from engine.plan.plan import Plan
 >>> plan = Plan.create(
@@ -25,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.plan.actions import ExpandAction, FoldAction, MergeAction, PruneAction
-from engine.plan.plan import Plan
+from engine.plan.plan import Plan, register_summary_formatter
 
 WIDTH = 80
 MAX_UNITS = 8
@@ -212,3 +215,6 @@ def plan_summary(plan: Plan) -> str:
         f"  tracked units: {before} → {after}",
     ]
     return "\n".join(lines) + "\n"
+
+
+register_summary_formatter(plan_summary)
