@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.errors import LayoutMismatchError
+from engine.stats.chan import ChanTerms, chan_merge
 
 
 @dataclass(frozen=True)
@@ -82,19 +82,15 @@ class CoMoments:
 
 
 def merge_comoments(a: CoMoments, b: CoMoments) -> CoMoments:
-    """Exact combination of two co-moment states over the same units."""
-    if a.num_units != b.num_units:
-        raise LayoutMismatchError(
-            f"cannot merge co-moments of {a.num_units} units with {b.num_units} units"
-        )
-    if b.n == 0:
-        return a
-    if a.n == 0:
-        return b
-    n = a.n + b.n
-    delta = b.mean - a.mean
-    return CoMoments(
-        n=n,
-        mean=a.mean + delta * (b.n / n),
-        c=a.c + b.c + torch.outer(delta, delta) * (a.n * b.n / n),
-    )
+    """Exact combination of two co-moment states over the same units.
+
+    >>> x = torch.tensor([[0.0, 1.0], [2.0, 5.0]], dtype=torch.float64)
+    >>> merge_comoments(CoMoments.from_samples(x[:1]), CoMoments.from_samples(x[1:])).c.tolist()
+    [[2.0, 4.0], [4.0, 8.0]]
+    """
+    return chan_merge(a, b, _combine_comoments, "co-moments")
+
+
+def _combine_comoments(a: CoMoments, b: CoMoments, chan: ChanTerms) -> CoMoments:
+    """Two non-empty co-moment states merged, given Chan's shared terms."""
+    return CoMoments(n=chan.n, mean=chan.mean, c=chan.comoment(a.c, b.c))

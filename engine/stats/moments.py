@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from engine.errors import LayoutMismatchError
+from engine.stats.chan import ChanTerms, chan_merge
 
 TENSOR_FIELDS = ("mean", "m2", "minimum", "maximum", "abs_sum", "fire", "saturated")
 
@@ -142,21 +142,22 @@ def saturation_mask(
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:
-    """Exact combination of two states over the same units (Chan's parallel formula)."""
-    if a.num_units != b.num_units:
-        raise LayoutMismatchError(
-            f"cannot merge statistics of {a.num_units} units with {b.num_units} units"
-        )
-    if b.n == 0:
-        return a
-    if a.n == 0:
-        return b
-    n = a.n + b.n
-    delta = b.mean - a.mean
+    """Exact combination of two states over the same units (Chan's parallel formula).
+
+    >>> x = torch.tensor([[0.0], [2.0], [4.0]], dtype=torch.float64)
+    >>> m = merge_moments(Moments.from_samples(x[:1]), Moments.from_samples(x[1:]))
+    >>> m.n, m.mean.tolist(), m.m2.tolist(), m.maximum.tolist()
+    (3, [2.0], [8.0], [4.0])
+    """
+    return chan_merge(a, b, _combine_moments, "statistics")
+
+
+def _combine_moments(a: Moments, b: Moments, chan: ChanTerms) -> Moments:
+    """How each field of two non-empty states merges, given Chan's shared terms."""
     return Moments(
-        n=n,
-        mean=a.mean + delta * (b.n / n),
-        m2=a.m2 + b.m2 + delta.square() * (a.n * b.n / n),
+        n=chan.n,
+        mean=chan.mean,
+        m2=chan.m2(a.m2, b.m2),
         minimum=torch.minimum(a.minimum, b.minimum),
         maximum=torch.maximum(a.maximum, b.maximum),
         abs_sum=a.abs_sum + b.abs_sum,
