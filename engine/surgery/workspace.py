@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from engine.errors import SurgeryError
 from engine.surgery.groups import GroupMember
-from engine.surgery.optimizer import DimRemap, ParamChange
+from engine.surgery.param_change import DimRemap, ParamChange
 from engine.surgery.resizers import AxisSpec, resizer_for
 
 Init = Callable[[AxisSpec, Tensor, int], Tensor]  # (spec, current tensor, count) -> new slices
