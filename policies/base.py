@@ -10,14 +10,16 @@ it never touches modules. Settings are pydantic models (unknown keys rejected).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
 from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
+from policies.common import claim_removable, prune_units
 from policies.guards import Guard
 
 
@@ -55,7 +57,8 @@ class Policy(ABC):
 
 class PerLayerPolicy(Policy):
     """A policy that looks at one layer at a time: ``propose_layer`` is called for each layer
-    of the layout that has at least ``settings.min_samples`` observations."""
+    of the layout that has at least ``settings.min_samples`` observations. Pruning policies
+    only choose and order their candidate units; :meth:`prune_candidates` claims them."""
 
     def propose(
         self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
@@ -73,6 +76,42 @@ class PerLayerPolicy(Policy):
         self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
     ) -> list[Action]:
         """Actions for one layer."""
+
+    def prune_candidates(
+        self,
+        name: str,
+        layer: LayerSnapshot,
+        guard: Guard,
+        candidates: Iterable[int],
+        reason: str,
+        *,
+        limit: int | None = None,
+        layer_evidence: Mapping[str, Any] | None = None,
+        **evidence: torch.Tensor,
+    ) -> list[Action]:
+        """The loop every pruning policy shares, once: claim from ``guard`` the
+        ``candidates`` (best first) that may still be removed from layer ``name`` (at most
+        ``limit``), and return the one prune action removing them, or [] when none may go.
+
+        ``evidence`` (per-unit tensors) and ``layer_evidence`` (layer-wide figures) are
+        recorded on the action as :func:`~policies.common.prune_units` does.
+
+        >>> from engine.layout import LayerLayout, ModelLayout
+        >>> from engine.stats import Moments
+        >>> from policies.dead import DeadUnitPolicy
+        >>> x = torch.rand(8, 6)
+        >>> layer = LayerSnapshot("fc", "Linear", [10, 11, 12, 13, 14, 15], Moments.from_samples(x))
+        >>> guard = Guard(ModelLayout({"fc": LayerLayout("fc", "Linear", 6, layer.neuron_ids)}))
+        >>> [(a.local_indices, a.neuron_ids, a.reason)
+        ...  for a in DeadUnitPolicy().prune_candidates("fc", layer, guard, [5, 2, 0], "dead")]
+        [([5, 2], [15, 12], 'dead')]
+        >>> DeadUnitPolicy().prune_candidates("fc", layer, guard, [0], "dead")  # layer at its floor
+        []
+        """
+        idx = claim_removable(guard, name, candidates, "prune", limit)
+        if not idx:
+            return []
+        return [prune_units(name, layer, idx, reason, self.name, layer_evidence, **evidence)]
 
 
 POLICIES: dict[str, type[Policy]] = {}

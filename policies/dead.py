@@ -18,7 +18,6 @@ from engine.layout import ModelLayout
 from engine.plan.actions import Action
 from engine.stats.snapshot import LayerSnapshot
 from policies.base import PerLayerPolicy, PolicySettings, register_policy
-from policies.common import prune_units
 from policies.guards import Guard
 
 
@@ -44,20 +43,14 @@ class DeadUnitPolicy(PerLayerPolicy):
         dead = (layer.firing_rate <= s.firing_threshold) if layer.rectified else constant
         actions: list[Action] = []
         for reason, mask in (("dead", dead), ("constant", constant & ~dead)):
-            idx = guard.removable_units(name, torch.nonzero(mask).flatten().tolist())
-            idx = idx[: guard.removable(name, "prune")]
-            if idx:
-                guard.claim(name, idx, removes=len(idx))
-                actions.append(
-                    prune_units(
-                        name,
-                        layer,
-                        idx,
-                        reason,
-                        self.name,
-                        firing_rate=layer.firing_rate,
-                        variance=layer.variance,
-                        mean=layer.mean,
-                    )
-                )
+            actions += self.prune_candidates(
+                name,
+                layer,
+                guard,
+                torch.nonzero(mask).flatten().tolist(),
+                reason,
+                firing_rate=layer.firing_rate,
+                variance=layer.variance,
+                mean=layer.mean,
+            )
         return actions

@@ -20,7 +20,6 @@ from engine.layout import ModelLayout
 from engine.plan.actions import Action
 from engine.stats.snapshot import LayerSnapshot
 from policies.base import PerLayerPolicy, PolicySettings, register_policy
-from policies.common import prune_units
 from policies.guards import Guard
 
 
@@ -48,15 +47,15 @@ class LowActivityPolicy(PerLayerPolicy):
         if s.max_firing_rate is not None:
             mask &= layer.firing_rate <= s.max_firing_rate
         order = torch.argsort(score[mask], stable=True)
-        candidates = torch.nonzero(mask).flatten()[order].tolist()
-        cap = min(guard.removable(name, "prune"), math.floor(s.max_fraction * layer.num_units))
-        idx = guard.removable_units(name, candidates)[:cap]
-        if not idx:
-            return []
-        guard.claim(name, idx, removes=len(idx))
-        action = prune_units(
-            name, layer, idx, "low_activity", self.name, dormancy_score=score,
-            mean_abs=layer.mean_abs, firing_rate=layer.firing_rate,
-        )  # fmt: skip
-        action.evidence["layer_mean_abs"] = round(float(typical), 6)
-        return [action]
+        return self.prune_candidates(
+            name,
+            layer,
+            guard,
+            torch.nonzero(mask).flatten()[order].tolist(),
+            "low_activity",
+            limit=math.floor(s.max_fraction * layer.num_units),
+            layer_evidence={"layer_mean_abs": round(float(typical), 6)},
+            dormancy_score=score,
+            mean_abs=layer.mean_abs,
+            firing_rate=layer.firing_rate,
+        )

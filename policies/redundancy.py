@@ -22,6 +22,7 @@ from engine.layout import ModelLayout
 from engine.plan.actions import Action, MergeAction
 from engine.stats.snapshot import LayerSnapshot
 from policies.base import PerLayerPolicy, PolicySettings, register_policy
+from policies.common import claim_pair
 from policies.guards import Guard
 
 
@@ -79,17 +80,14 @@ class RedundancyPolicy(PerLayerPolicy):
         order = torch.argsort(cost, stable=True) if cost is not None else torch.arange(len(i))
         alpha, beta = layer.comoments.fit_matrix()
         budget = min(guard.removable(name, "merge"), math.floor(s.max_fraction * layer.num_units))
-        used = set(guard.claimed[name])
-        reserved = guard.reserved[name]  # net2net sources: may be kept, never removed
         actions: list[Action] = []
         for p in order.tolist():
+            if len(actions) >= budget:
+                break
             k, r = int(keep[p]), int(remove[p])
-            if len(actions) >= budget or k in used or r in used or r in reserved:
-                continue
             a, b = float(alpha[k, r]), float(beta[k, r])
-            if not (math.isfinite(a) and math.isfinite(b)):
+            if not (math.isfinite(a) and math.isfinite(b)) or not claim_pair(guard, name, k, r):
                 continue
-            used.update((k, r))
             actions.append(
                 MergeAction(
                     layer=name,
@@ -111,6 +109,4 @@ class RedundancyPolicy(PerLayerPolicy):
                     },
                 )
             )
-        for act in actions:
-            guard.claim(name, [act.keep, act.remove], removes=1)
         return actions
