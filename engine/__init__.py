@@ -11,7 +11,7 @@
 """
 
 from engine._version import __version__
-from engine.core import NeuronEngine, TrackedLayer
+from engine.core import NeuronEngine
 from engine.dynamics import (
     DynamicsConfigError,
     DynamicsError,
@@ -69,6 +69,7 @@ from engine.surgery import (
     apply_plan,
     recalibrate_batchnorm,
 )
+from engine.tracked import TrackedLayer
 
 __all__ = [
     "CoMoments",

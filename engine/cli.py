@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import __version__
+from engine._version import __version__
 from engine.errors import ConfigurationError, EngineError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -45,12 +45,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from engine.plan import Plan
+    from engine.planning import make_plan
     from engine.stats.snapshot import StatsSnapshot
-    from policies import propose_actions, resolve_config
 
     snapshot = StatsSnapshot.load(args.stats)
-    config = resolve_config(args.config)
     layout = snapshot.planning_layout()
     notes = []
     if snapshot.model_layout is None:
@@ -58,11 +56,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             "no model layout was saved with the statistics (engine.snapshot(with_layout=True)): "
             "consumer weights are unknown and the last tracked layer is treated as the output"
         )
-    actions = propose_actions(snapshot, layout, config)
-    plan = Plan.create(
-        actions, layout, policies=config.describe(), samples_seen=snapshot.samples_seen,
-        notes=notes,
-    )  # fmt: skip
+    plan = make_plan(snapshot, layout, args.config, notes=notes)
     if args.output is None:
         print(plan.dumps())
     else:

@@ -13,40 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from engine import proposal
-from engine.errors import ConfigurationError, LayoutMismatchError, TrackingStateError
+from engine.errors import ConfigurationError, LayerNotFoundError, TrackingStateError
 from engine.history import EpochRecord, TrainingHistory
-from engine.layers import LayerKind
-from engine.layout import ModelLayout, layout_fingerprint
-from engine.neurons import NeuronRegistry
-from engine.observe import HookSet, Observation, make_observer, plan_observations
+from engine.layout import ModelLayout, build_layout, layout_fingerprint
+from engine.observe import HookSet, make_observer
 from engine.observe import fastpath as _fastpath
+from engine.observe.samples import first_kwarg_samples, first_samples
 from engine.plan import Plan
-from engine.selection import Selector, check_selector, discover_layers, matches
-from engine.stats import NeuronAccumulator
+from engine.planning import Planner, make_plan
+from engine.selection import Selector
 from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from engine.surgery.records import SurgeryListener, SurgeryRecord
-
-
-@dataclass
-class TrackedLayer:
-    """One tracked layer: its module, kind, observation point and running statistics."""
-
-    name: str
-    module: nn.Module
-    kind: LayerKind
-    observation: Observation
-    accumulator: NeuronAccumulator
-
-    @property
-    def num_units(self) -> int:
-        return self.accumulator.num_units
+from engine.surgery.transaction import ProbeInputs, apply_plan
+from engine.tracked import TrackedLayer, track_layers
 
 
 class NeuronEngine:
@@ -87,36 +71,11 @@ class NeuronEngine:
         self.model = model
         self.firing_threshold = float(firing_threshold)
         self.saturation_tolerance = float(saturation_tolerance)
-        found = discover_layers(model, include, exclude)
-        if not isinstance(correlation, bool):
-            check_selector(model, correlation, "correlation")
-        if not found:
-            raise ConfigurationError(
-                f"no trackable layer in {type(model).__name__} with include={include!r}, "
-                f"exclude={exclude!r} (the root module itself is not tracked: wrap a bare layer "
-                f"in nn.Sequential); register custom types with engine.register_layer_kind"
-            )
-        observations = plan_observations(model, {n: kind for n, (_, kind) in found.items()})
-        self.neurons = NeuronRegistry()
-        self.layers: dict[str, TrackedLayer] = {}
-        for name, (module, kind) in found.items():
-            units = kind.units(module)
-            self.neurons.add_layer(name, units)
-            wants_corr = (
-                correlation if isinstance(correlation, bool) else matches(name, module, correlation)
-            )
-            acc = NeuronAccumulator(
-                units,
-                firing_threshold=self.firing_threshold,
-                bounds=observations[name].bounds,
-                saturation_tolerance=self.saturation_tolerance,
-                correlation=wants_corr,
-                max_correlation_units=max_correlation_units,
-                flush_every=flush_every,
-                name=name,
-                nonnegative=observations[name].nonnegative,
-            )
-            self.layers[name] = TrackedLayer(name, module, kind, observations[name], acc)
+        self.neurons, self.layers = track_layers(
+            model, include=include, exclude=exclude, correlation=correlation,
+            max_correlation_units=max_correlation_units, firing_threshold=self.firing_threshold,
+            saturation_tolerance=self.saturation_tolerance, flush_every=flush_every,
+        )  # fmt: skip
         self.history = TrainingHistory()
         self.example_inputs: tuple[Any, ...] | None = None  # positional args of the probe
         self.example_kwargs: dict[str, Any] = {}  # its keyword arguments
@@ -154,8 +113,8 @@ class NeuronEngine:
         """Keep a few samples of the first tracked batch (positional and keyword arguments):
         the probe for layout and surgery."""
         if self.example_inputs is None:
-            self.example_inputs = proposal.first_samples(args)
-            self.example_kwargs = proposal.first_kwarg_samples(kwargs)
+            self.example_inputs = first_samples(args)
+            self.example_kwargs = first_kwarg_samples(kwargs)
         self._capture.remove()  # one batch is enough (removing here is safe: torch iterates a copy)
 
     def stop(self) -> None:
@@ -164,6 +123,20 @@ class NeuronEngine:
             raise TrackingStateError("tracking is not on; nothing to stop")
         self._hooks.remove()
         _fastpath.release()
+
+    @contextmanager
+    def paused(self) -> Iterator[NeuronEngine]:
+        """``with engine.paused():`` runs the block without the tracking hooks (layout builds,
+        surgery, evaluation); they are re-attached afterwards, also when the block raises. A
+        no-op when tracking is off."""
+        was_tracking = self.is_tracking
+        if was_tracking:
+            self.stop()
+        try:
+            yield self
+        finally:
+            if was_tracking:
+                self.start()
 
     @contextmanager
     def tracking(self) -> Iterator[NeuronEngine]:
@@ -177,8 +150,6 @@ class NeuronEngine:
 
     # --- statistics -----------------------------------------------------------------------
     def layer(self, name: str) -> TrackedLayer:
-        from engine.errors import LayerNotFoundError
-
         try:
             return self.layers[name]
         except KeyError:
@@ -219,17 +190,40 @@ class NeuronEngine:
         Built with Torch-Pruning's dependency graph on ``example_inputs`` (by default a few
         samples of the first tracked batch); tracking hooks are paused meanwhile.
         """
-        return proposal.model_layout(self, example_inputs)
+        probe = self._probe(example_inputs)
+        layers = {name: self.neurons.ids(name) for name in self.layers}
+        with self.paused():
+            if probe.kwargs:  # the model was called with keyword arguments: call it the same way
+                forward = lambda m, inp: m(*inp.args, **inp.kwargs)  # noqa: E731
+                return build_layout(self.model, layers, probe, forward_fn=forward)
+            args = probe.args
+            return build_layout(self.model, layers, args[0] if len(args) == 1 else args)
+
+    def _probe(self, example_inputs: Any = None) -> ProbeInputs:
+        if example_inputs is not None:
+            return ProbeInputs.of(example_inputs)
+        if self.example_inputs is None:
+            raise ConfigurationError(
+                "this needs example inputs: run one tracked forward first, or pass "
+                "example_inputs=(batch,)"
+            )
+        return ProbeInputs(tuple(self.example_inputs), dict(self.example_kwargs))
 
     def propose(
-        self, config: Any = None, *, example_inputs: Any = None, epoch: int | None = None
+        self,
+        config: Any = None,
+        *,
+        example_inputs: Any = None,
+        epoch: int | None = None,
+        planner: Planner | None = None,
     ) -> Plan:
         """Run policies on the current statistics and return a plan.
 
-        ``config``: a YAML path, a mapping, a ``policies.PolicyConfig`` or a list of policy
-        objects; None uses ``policies/default.yaml``. ``epoch`` (default: the last one given
-        to ``log_epoch``) dates the plan for the ``min_age_epochs`` guard: units grown fewer
-        epochs ago are not removed.
+        ``config``: for the default planner (``policies``), a YAML path, a mapping, a
+        ``policies.PolicyConfig`` or a list of policy objects; None uses
+        ``policies/default.yaml``. ``epoch`` (default: the last one given to ``log_epoch``)
+        dates the plan for the ``min_age_epochs`` guard: units grown fewer epochs ago are not
+        removed. ``planner``: any ``engine.planning.Planner`` instead of the default one.
 
         >>> import torch, torch.nn as nn
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -241,7 +235,10 @@ class NeuronEngine:
         True
         """
         epoch = self.last_epoch if epoch is None else epoch
-        return proposal.propose(self, config, example_inputs, epoch)
+        snapshot = self.snapshot()
+        layout = self.model_layout(example_inputs)
+        ages = self.neurons.ages(epoch) if epoch is not None else None
+        return make_plan(snapshot, layout, config, planner=planner, ages=ages)
 
     @property
     def last_epoch(self) -> int | None:
@@ -250,32 +247,15 @@ class NeuronEngine:
         return self.history.records[-1].epoch if len(self.history) else None
 
     def load_snapshot(self, snapshot: StatsSnapshot) -> None:
-        """Replace the running statistics with ``snapshot``'s (same layout required)."""
-        if snapshot.fingerprint() != self.fingerprint():
-            raise LayoutMismatchError(
-                f"snapshot layout {snapshot.layout} does not match the tracked layout {self.layout}"
-            )
-        for setting in ("firing_threshold", "saturation_tolerance"):
-            theirs, ours = getattr(snapshot, setting), getattr(self, setting)
-            if theirs != ours:
-                raise LayoutMismatchError(
-                    f"the snapshot was recorded with {setting}={theirs} and this engine uses "
-                    f"{setting}={ours}: its counts cannot be continued; create the engine with "
-                    f"{setting}={theirs}"
-                )
-        for name, layer in snapshot.layers.items():
-            if layer.neuron_ids != self.neurons.ids(name):
-                raise LayoutMismatchError(
-                    f"layer {name!r}: the snapshot's neuron IDs differ from this engine's (a "
-                    f"snapshot from before or after surgery?)"
-                )
-            has, wants = layer.comoments is not None, self.layers[name].accumulator.correlation
-            if has != wants:
-                raise LayoutMismatchError(
-                    f"layer {name!r}: the snapshot has "
-                    f"{'correlation state' if has else 'no correlation state'} but this engine "
-                    f"tracks it {'without' if has else 'with'} correlation"
-                )
+        """Replace the running statistics with ``snapshot``'s (same layout, neuron IDs,
+        settings and correlation state required: ``LayoutMismatchError`` otherwise)."""
+        snapshot.check_continues(
+            self.layout,
+            {name: self.neurons.ids(name) for name in self.layers},
+            {name: layer.accumulator.correlation for name, layer in self.layers.items()},
+            firing_threshold=self.firing_threshold,
+            saturation_tolerance=self.saturation_tolerance,
+        )
         for name, layer in snapshot.layers.items():
             self.layers[name].accumulator.load(layer.moments, layer.comoments)
 
@@ -365,8 +345,6 @@ class NeuronEngine:
         >>> model[0].out_features, engine.neurons.ids("0"), record.max_output_change < 1e-6
         (6, [2, 3, 4, 5, 6, 7], True)
         """
-        from engine.surgery import apply_plan
-
         if epoch is None:
             epoch = self.last_epoch
         listeners = list(self._listeners)
@@ -375,10 +353,16 @@ class NeuronEngine:
             for listener in listeners:
                 listener.before_surgery(self.model, plan, step=step, epoch=epoch)
 
-        record = apply_plan(
-            self.model, plan, optimizer, example_inputs, engine=self, step=step, epoch=epoch,
-            on_validated=announce, **options,
-        )  # fmt: skip
+        probe = self._probe(example_inputs)
+        accumulators = {name: layer.accumulator for name, layer in self.layers.items()}
+        with self.paused():
+            record = apply_plan(
+                self.model, plan, optimizer, probe, registry=self.neurons,
+                accumulators=accumulators, step=step, epoch=epoch, on_validated=announce,
+                **options,
+            )  # fmt: skip
+        if record.neurons_after is not None:
+            self.neurons.load_state_dict(record.neurons_after)
         self.surgeries.append(record)
         for listener in listeners:
             listener.after_surgery(self.model, record)

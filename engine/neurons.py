@@ -196,3 +196,17 @@ class NeuronRegistry:
         reg._next_id = int(state["next_id"])
         reg.lineage = {int(k): dict(v) for k, v in state.get("lineage", {}).items()}
         return reg
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace this registry's IDs, lineage and next ID with ``state`` (in place: every
+        holder of this registry sees the change). ``state`` is read in full before anything
+        is replaced, so a malformed one leaves the registry as it was.
+
+        >>> reg, other = NeuronRegistry(), NeuronRegistry()
+        >>> _ = reg.add_layer("fc", 2); _ = other.add_layer("fc", 3)
+        >>> reg.load_state_dict(other.state_dict()); reg.ids("fc"), reg.next_id
+        ([0, 1, 2], 3)
+        """
+        new = NeuronRegistry.from_state_dict(state)
+        self._ids, self._where = new._ids, new._where
+        self._next_id, self.lineage = new._next_id, new.lineage

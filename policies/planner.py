@@ -1,8 +1,14 @@
 """Run a policy configuration over a snapshot and a layout: the actions of one plan.
 
+``PolicyPlanner`` is the engine's default planner (``engine.planning.Planner``): importing
+``policies`` registers it, and the package's entry point names it, so ``engine.propose()``
+uses it without the engine importing this package.
+
 >>> from engine.layout import LayerLayout, ModelLayout
 >>> from engine.stats.snapshot import StatsSnapshot
 >>> propose_actions(StatsSnapshot({}), ModelLayout({}))
+[]
+>>> PolicyPlanner().decide(StatsSnapshot({}), ModelLayout({}), {"policies": []}).actions
 []
 """
 
@@ -14,6 +20,7 @@ from typing import Any
 
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
+from engine.planning import Decision
 from engine.stats.snapshot import StatsSnapshot
 from policies.base import Policy
 from policies.config import PolicyConfig, load_config, parse_config
@@ -59,3 +66,24 @@ def propose_actions(
             for name, young in guard.young.items()
         ]
     return actions
+
+
+class PolicyPlanner:
+    """The default planner: the policies of a config (``policies/default.yaml`` when none is
+    given), in order, sharing one guard; the plan records each policy's settings."""
+
+    def decide(
+        self,
+        snapshot: StatsSnapshot,
+        layout: ModelLayout,
+        config: ConfigLike = None,
+        *,
+        ages: Mapping[int, int] | None = None,
+    ) -> Decision:
+        cfg = resolve_config(config)
+        notes: list[str] = []
+        actions = propose_actions(snapshot, layout, cfg, ages=ages, notes=notes)
+        return Decision(actions=actions, policies=cfg.describe(), notes=notes)
+
+
+PLANNER = PolicyPlanner()

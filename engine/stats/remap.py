@@ -56,6 +56,7 @@ bitwise what they were. All work is tensor ops on the state's device (no loop ov
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -66,7 +67,14 @@ from engine.stats.moments import TENSOR_FIELDS, Moments
 
 Keep = Sequence[int] | torch.Tensor
 
-__all__ = ["keep_index", "remap_accumulator", "remap_comoments", "remap_moments"]
+__all__ = [
+    "PreparedRemap",
+    "keep_index",
+    "prepare_remap",
+    "remap_accumulator",
+    "remap_comoments",
+    "remap_moments",
+]
 
 
 def _owner(name: str | None) -> str:
@@ -199,6 +207,40 @@ def remap_accumulator(acc: NeuronAccumulator, keep: Keep, added: int = 0) -> Non
     Raises ``NeuronNotFoundError``/``ConfigurationError`` for bad indices and
     ``CorrelationLimitError`` when a correlation layer would outgrow ``max_correlation_units``.
     """
+    prepare_remap(acc, keep, added).commit()
+
+
+@dataclass(eq=False)
+class PreparedRemap:
+    """A validated, computed remap of one accumulator, not yet applied (see
+    :func:`prepare_remap`): ``commit()`` only assigns, so it cannot fail half-way."""
+
+    accumulator: NeuronAccumulator
+    width: int
+    total: Moments | None
+    window: Moments | None
+    comoments: CoMoments | None
+
+    def commit(self) -> None:
+        acc = self.accumulator
+        acc._total, acc._window, acc._comoments = self.total, self.window, self.comoments
+        acc.num_units = self.width
+        acc._reset_pending()
+
+
+def prepare_remap(acc: NeuronAccumulator, keep: Keep, added: int = 0) -> PreparedRemap:
+    """Phase one of :func:`remap_accumulator`: check everything and compute the new states on
+    new tensors; ``acc`` itself only has its pending batches flushed (which changes no
+    statistic). A transaction prepares every layer first and commits them all at the end.
+
+    >>> acc = NeuronAccumulator(2)
+    >>> acc.update(torch.tensor([[1.0, 2.0]]))
+    >>> prepared = prepare_remap(acc, keep=[1])
+    >>> acc.num_units, prepared.width
+    (2, 1)
+    >>> prepared.commit(); acc.total().mean.tolist()
+    [2.0]
+    """
     idx = keep_index(keep, acc.num_units, name=acc.name)
     added = _check_added(added, acc.name)
     width = idx.numel() + added
@@ -218,6 +260,4 @@ def remap_accumulator(acc: NeuronAccumulator, keep: Keep, added: int = 0) -> Non
     )
     cm = acc._comoments
     comoments = None if cm is None else _remap_comoments(cm, idx.to(cm.mean.device), added)
-    acc._total, acc._window, acc._comoments = total, window, comoments
-    acc.num_units = width
-    acc._reset_pending()
+    return PreparedRemap(acc, width, total, window, comoments)

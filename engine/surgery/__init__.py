@@ -3,7 +3,8 @@
 ``apply_plan(model, plan, optimizer, example_inputs)`` (or ``engine.apply(plan, optimizer)``)
 validates, resolves coupled groups with Torch-Pruning's dependency graph, applies every
 action on new tensors, measures the probe's output change, remaps the optimizer and the
-engine, and rolls everything back on any error. See ``engine.surgery.transaction``.
+statistics, and rolls everything back on any error. See ``engine.surgery.transaction``.
+Surgery takes data and never imports the engine that calls it.
 """
 
 from engine.surgery.batchnorm import recalibrate_batchnorm
@@ -20,7 +21,7 @@ from engine.surgery.optimizer import (
 )
 from engine.surgery.records import ActionRecord, SurgeryListener, SurgeryRecord
 from engine.surgery.resizers import AxisSpec, Resizer, register_resizer
-from engine.surgery.transaction import apply_plan
+from engine.surgery.transaction import ProbeInputs, SurgeryOptions, Transaction, apply_plan
 
 __all__ = [
     "ActionRecord",
@@ -29,9 +30,12 @@ __all__ = [
     "OptimizerRemapError",
     "OptimizerSnapshot",
     "ParamChange",
+    "ProbeInputs",
     "Resizer",
     "SurgeryListener",
+    "SurgeryOptions",
     "SurgeryRecord",
+    "Transaction",
     "apply_plan",
     "gradmax_gradient",
     "optimizer_snapshot",

@@ -89,6 +89,12 @@ class SurgeryRecord(BaseModel):
     graph_builds: int = Field(default=0, description="dependency graphs built for this plan")
     dry_run: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
+    neurons_after: dict[str, Any] | None = Field(
+        default=None,
+        exclude=True,
+        description="state of the neuron registry after the plan (NeuronRegistry.state_dict), "
+        "for its owner to load; not written to logs",
+    )
 
 
 @runtime_checkable

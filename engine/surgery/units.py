@@ -2,23 +2,20 @@
 
 The book follows every tracked layer of the plan's layout through the actions: removing a
 unit of a layer removes it from every residual-coupled tracked layer too (one unit space), a
-merged unit records the unit it was folded into, and a grown unit its source. At commit it
-slices the engine's statistics (``remap_accumulator``) and updates its neuron registry; the
-registry is first updated on a copy, so a failure leaves the engine as it was.
+merged unit records the unit it was folded into, and a grown unit its source. It never
+changes what it is given: ``registry_after`` returns a new neuron registry and
+``prepare_accumulators`` the statistics' remaps, which the transaction commits last.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from engine.errors import CorrelationLimitError
-from engine.layout import ModelLayout
-from engine.layout.model import layout_fingerprint
+from engine.layout.model import ModelLayout, layout_fingerprint
 from engine.neurons import NeuronRegistry
-from engine.stats.remap import remap_accumulator
-
-if TYPE_CHECKING:  # pragma: no cover
-    from engine.core import NeuronEngine
+from engine.stats.accumulator import NeuronAccumulator
+from engine.stats.remap import PreparedRemap, prepare_remap
 
 
 class UnitBook:
@@ -86,34 +83,38 @@ class UnitBook:
     def fingerprint(self) -> str:
         return layout_fingerprint(list(self.widths().items()))
 
-    # --- commit -------------------------------------------------------------------------------
-    def commit(self, engine: NeuronEngine | None, epoch: int | None = None) -> None:
-        """Apply the bookkeeping to ``engine`` (statistics, IDs, lineage; grown units are
-        recorded as born at ``epoch``); no-op without one."""
-        if engine is None:
-            return
-        changed = [n for n, m in self.maps.items() if m != list(range(len(self.ids[n])))]
-        for name in changed:  # check every bound before touching anything
-            acc = engine.layers[name].accumulator
-            width = len(self.maps[name])
-            if acc.correlation and width > acc.max_correlation_units:
-                raise CorrelationLimitError(
-                    f"layer {name!r} would have {width} units, above max_correlation_units="
-                    f"{acc.max_correlation_units} for its correlation state"
-                )
-        registry = NeuronRegistry.from_state_dict(engine.neurons.state_dict())
-        for name in changed:
+    # --- results ------------------------------------------------------------------------------
+    def changed_layers(self) -> list[str]:
+        """Tracked layers whose units were removed, reordered or grown."""
+        return [n for n, m in self.maps.items() if m != list(range(len(self.ids[n])))]
+
+    def registry_after(self, registry: NeuronRegistry, epoch: int | None = None) -> NeuronRegistry:
+        """A new registry: ``registry`` after the plan (removed and merged units in the
+        lineage, grown units with their parents, born at ``epoch``). ``registry`` itself is
+        not changed."""
+        after = NeuronRegistry.from_state_dict(registry.state_dict())
+        for name in self.changed_layers():
             ids = self.ids[name]
             kept = {i for i in self.maps[name] if i >= 0}
             removed = [i for i in range(len(ids)) if i not in kept]
             if removed:
                 targets = [self.into[name].get(i, -1) for i in removed]
-                registry.remove(name, removed, merged_into=[ids[t] if t >= 0 else -1
-                                                            for t in targets])  # fmt: skip
+                after.remove(name, removed, merged_into=[ids[t] if t >= 0 else -1
+                                                         for t in targets])  # fmt: skip
         for name, count, sources in self.grow_ops:
             parents = None if sources is None else [self.ids[name][s] for s in sources]
-            registry.grow(name, count=count, parents=parents, epoch=epoch)
-        for name in changed:
-            keep = [i for i in self.maps[name] if i >= 0]
-            remap_accumulator(engine.layers[name].accumulator, keep, self.maps[name].count(-1))
-        engine.neurons.__dict__.update(registry.__dict__)
+            after.grow(name, count=count, parents=parents, epoch=epoch)
+        return after
+
+    def prepare_accumulators(
+        self, accumulators: Mapping[str, NeuronAccumulator]
+    ) -> list[PreparedRemap]:
+        """Every changed layer's statistics, remapped on new tensors but not yet committed
+        (bounds such as ``max_correlation_units`` are checked here, before anything moves)."""
+        prepared = []
+        for name in self.changed_layers():
+            if name in accumulators:
+                keep = [i for i in self.maps[name] if i >= 0]
+                added = self.maps[name].count(-1)
+                prepared.append(prepare_remap(accumulators[name], keep, added))
+        return prepared

@@ -16,7 +16,7 @@ from surgery_models import (
 )
 from torch import nn
 
-import engine.surgery.transaction as transaction
+import engine.surgery.actions as surgery_actions
 from engine import NeuronEngine
 from engine.errors import PlanValidationError, SurgeryError
 from engine.plan import ExpandAction, MergeAction, Plan, PruneAction
@@ -133,7 +133,7 @@ def test_failure_in_the_middle_rolls_everything_back(monkeypatch):
     stats = {n: engine.layer_stats(n).moments.mean.clone() for n in engine.layers}
     registry = engine.neurons.state_dict()
     before = state_of(model, opt)
-    real = transaction.expand_units
+    real = surgery_actions.expand_units
     calls = []
 
     def failing(*args, **kwargs):
@@ -142,7 +142,7 @@ def test_failure_in_the_middle_rolls_everything_back(monkeypatch):
             raise RuntimeError("injected")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(transaction, "expand_units", failing)
+    monkeypatch.setattr(surgery_actions, "expand_units", failing)
     plan = engine_plan = plan_for(model, LAYERS, [
         prune("0", [2]), merge("2", 0, 1, base=10), grow("0", [4]), grow("2", [3], base=10),
     ])  # fmt: skip
