@@ -281,3 +281,28 @@ def test_deepcopy_while_tracking_does_not_feed_or_keep_hooks() -> None:
     ema(_x(5, 6))
     assert engine.snapshot().samples_seen == {"0": 2, "2": 2, "4": 2}
     assert count_hooks(ema) == 0
+
+
+def test_paused_removes_the_hooks_and_puts_them_back_also_on_error() -> None:
+    model = make_mlp()
+    engine = NeuronEngine(model)
+    with engine.tracking():
+        model(_x(4, 6))  # captures the probe: its one-shot hook goes
+        tracked = count_hooks(model)
+        seen = []
+
+        def inside() -> None:
+            with engine.paused():
+                seen.append((count_hooks(model), engine.is_tracking))
+                raise RuntimeError("inside")
+
+        with pytest.raises(RuntimeError, match="inside"):
+            inside()
+        assert seen == [(0, False)]
+        assert count_hooks(model) == tracked and engine.is_tracking
+        with engine.paused():  # what surgery and layout builds run under
+            model(_x(4, 6))
+        assert engine.snapshot().samples_seen["0"] == 4  # the paused forward was not seen
+    with engine.paused():  # tracking off: a no-op
+        assert count_hooks(model) == 0
+    assert count_hooks(model) == 0 and not engine.is_tracking
