@@ -42,6 +42,7 @@ from engine.errors import (
     SnapshotError,
     SurgeryError,
     TrackingStateError,
+    TrialError,
 )
 from engine.history import EpochRecord, TrainingHistory
 from engine.layers import LayerKind, layer_kind_for, register_layer_kind
@@ -66,8 +67,11 @@ from engine.surgery import (
     ActionRecord,
     SurgeryListener,
     SurgeryRecord,
+    TrialRecord,
     apply_plan,
+    held_out_loss,
     recalibrate_batchnorm,
+    run_trial,
 )
 from engine.tracked import TrackedLayer
 
@@ -150,6 +154,8 @@ __all__ += [
     "SurgeryListener",
     "SurgeryRecord",
     "SurgerySchedule",
+    "TrialError",
+    "TrialRecord",
     "WeightComparison",
     "WeightShapeMismatchError",
     "WeightSnapshot",
@@ -162,6 +168,8 @@ __all__ += [
     "cka_matrix",
     "compare_series",
     "compare_snapshots",
+    "held_out_loss",
     "linear_cka",
     "recalibrate_batchnorm",
+    "run_trial",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.engine_surgery import EngineSurgery
 from engine.errors import ConfigurationError, LayerNotFoundError, TrackingStateError
 from engine.history import EpochRecord, TrainingHistory
 from engine.layout import ModelLayout, build_layout, layout_fingerprint
@@ -28,12 +29,12 @@ from engine.plan import Plan
 from engine.planning import Planner, make_plan
 from engine.selection import Selector
 from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
-from engine.surgery.records import SurgeryListener, SurgeryRecord
-from engine.surgery.transaction import ProbeInputs, apply_plan
+from engine.surgery.records import SurgeryListener, SurgeryRecord, TrialRecord
+from engine.surgery.transaction import ProbeInputs
 from engine.tracked import TrackedLayer, track_layers
 
 
-class NeuronEngine:
+class NeuronEngine(EngineSurgery):
     """Watches every unit of the tracked layers of ``model`` while it runs.
 
     Args:
@@ -80,7 +81,8 @@ class NeuronEngine:
         self.example_inputs: tuple[Any, ...] | None = None  # positional args of the probe
         self.example_kwargs: dict[str, Any] = {}  # its keyword arguments
         self._hooks = HookSet()
-        self.surgeries: list[SurgeryRecord] = []  # every plan applied through engine.apply
+        self.surgeries: list[SurgeryRecord] = []  # every plan applied (and trial kept)
+        self.trials: list[TrialRecord] = []  # every trial, kept or rolled back
         self._listeners: list[SurgeryListener] = []
 
     # --- tracking -------------------------------------------------------------------------
@@ -303,70 +305,6 @@ class NeuronEngine:
             window = layer.accumulator.take_window().to("cpu")
             layers[name] = (self.neurons.ids(name), window)
         return self.history.log(epoch, layers, loss=loss, accuracy=accuracy, **metrics)
-
-    # --- surgery --------------------------------------------------------------------------
-    def add_listener(self, listener: SurgeryListener) -> None:
-        """Tell ``listener`` (``before_surgery``/``after_surgery``) about every applied plan;
-        a weight tracker takes its before/after snapshots and writes its change log this way."""
-        if not isinstance(listener, SurgeryListener):
-            raise ConfigurationError(
-                f"{type(listener).__name__} is not a SurgeryListener (it needs before_surgery "
-                f"and after_surgery methods)"
-            )
-        if listener not in self._listeners:
-            self._listeners.append(listener)
-
-    def remove_listener(self, listener: SurgeryListener) -> None:
-        self._listeners = [x for x in self._listeners if x is not listener]
-
-    def apply(
-        self,
-        plan: Plan,
-        optimizer: torch.optim.Optimizer | None = None,
-        *,
-        example_inputs: Any = None,
-        step: int | None = None,
-        epoch: int | None = None,
-        **options: Any,
-    ) -> SurgeryRecord:
-        """Carry out ``plan`` on the live model, its ``optimizer`` and this engine's
-        statistics and neuron IDs, as one transaction (see ``engine.surgery.apply_plan`` for
-        ``options``). Tracking goes on afterwards with the same engine and hooks.
-
-        >>> import torch, torch.nn as nn
-        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-        >>> with torch.no_grad():  # units 0 and 1 never fire
-        ...     model[0].bias[:2] = -100.0
-        >>> opt = torch.optim.Adam(model.parameters())
-        >>> engine = NeuronEngine(model)
-        >>> with engine.tracking():
-        ...     _ = model(torch.randn(128, 4))
-        >>> record = engine.apply(engine.propose({"policies": [{"name": "dead"}]}), opt)
-        >>> model[0].out_features, engine.neurons.ids("0"), record.max_output_change < 1e-6
-        (6, [2, 3, 4, 5, 6, 7], True)
-        """
-        if epoch is None:
-            epoch = self.last_epoch
-        listeners = list(self._listeners)
-
-        def announce() -> None:
-            for listener in listeners:
-                listener.before_surgery(self.model, plan, step=step, epoch=epoch)
-
-        probe = self._probe(example_inputs)
-        accumulators = {name: layer.accumulator for name, layer in self.layers.items()}
-        with self.paused():
-            record = apply_plan(
-                self.model, plan, optimizer, probe, registry=self.neurons,
-                accumulators=accumulators, step=step, epoch=epoch, on_validated=announce,
-                **options,
-            )  # fmt: skip
-        if record.neurons_after is not None:
-            self.neurons.load_state_dict(record.neurons_after)
-        self.surgeries.append(record)
-        for listener in listeners:
-            listener.after_surgery(self.model, record)
-        return record
 
     # --- training dynamics ----------------------------------------------------------------
     def gradient_tracker(self, **kwargs: Any) -> Any:

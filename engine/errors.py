@@ -82,6 +82,11 @@ class SurgeryError(EngineError):
     """Base of the errors raised while carrying out a plan on a live model."""
 
 
+class TrialError(SurgeryError):
+    """A trial surgery's recovery steps or held-out evaluation failed; the plan was rolled
+    back and the model, optimizer and statistics are as they were before the trial."""
+
+
 class OptimizerRemapError(SurgeryError, ValueError):
     """A parameter change is inconsistent (shapes, dims, indices) or cannot be applied to the
     optimizer's state; the message names the parameter's shape, the dim and the state entry.

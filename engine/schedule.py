@@ -30,6 +30,8 @@ import torch
 from engine.errors import ConfigurationError
 from engine.plan import Plan
 from engine.surgery import SurgeryRecord
+from engine.surgery.heldout import held_out_loss
+from engine.surgery.records import TrialRecord
 
 
 class SurgerySchedule:
@@ -43,10 +45,18 @@ class SurgerySchedule:
         start: first epoch counted by the schedule (epochs before it never trigger surgery).
         stop: no surgery at or after this epoch (leave the last epochs to fine-tune).
         plans_dir: where each plan is saved as ``plan-epoch{E}.json`` (also empty ones).
-        apply_options: passed to ``engine.apply`` (e.g. ``measure="plan"``).
+        held_out, loss_fn, evaluate: a judge makes every surgery a *trial*
+            (``engine.trial``): ``held_out`` data (an ``(x, y)`` batch or a loader) with
+            ``loss_fn``, or ``evaluate(model) -> loss``. A plan whose held-out loss rises by
+            more than the tolerance is rolled back bitwise.
+        recover: ``recover(model, optimizer)``, run inside each trial before it is judged
+            (e.g. a few training steps).
+        trial_options: ``tolerance``, ``abs_tolerance``, ``baseline`` of ``engine.trial``.
+        apply_options: passed to ``engine.apply`` / ``engine.trial`` (e.g. ``measure="plan"``).
 
-    ``epoch_end(epoch)`` returns the ``SurgeryRecord`` when a plan with actions was applied,
-    else None; ``plans`` and ``records`` keep every proposed plan and applied record.
+    ``epoch_end(epoch)`` returns the ``SurgeryRecord`` when a plan with actions was applied
+    (and, in trial mode, kept), else None; ``plans`` and ``records`` keep every proposed plan
+    and applied record, ``trials`` every trial.
     """
 
     def __init__(
@@ -59,6 +69,11 @@ class SurgerySchedule:
         start: int = 0,
         stop: int | None = None,
         plans_dir: str | Path | None = None,
+        held_out: Any = None,
+        loss_fn: Any = None,
+        evaluate: Any = None,
+        recover: Any = None,
+        trial_options: dict[str, Any] | None = None,
         **apply_options: Any,
     ) -> None:
         if every < 1:
@@ -73,8 +88,20 @@ class SurgerySchedule:
         self.stop = stop
         self.plans_dir = Path(plans_dir) if plans_dir is not None else None
         self.apply_options = apply_options
+        if evaluate is None and held_out is not None:
+            if loss_fn is None:
+                raise ConfigurationError("held_out data needs a loss_fn to judge trials with")
+            evaluate = held_out_loss(held_out, loss_fn)
+        if (recover is not None or trial_options) and evaluate is None:
+            raise ConfigurationError(
+                "recover and trial_options need a judge: held_out with loss_fn, or evaluate"
+            )
+        self.evaluate = evaluate
+        self.recover = recover
+        self.trial_options = dict(trial_options or {})
         self.plans: list[tuple[int, Plan]] = []
         self.records: list[SurgeryRecord] = []
+        self.trials: list[TrialRecord] = []
 
     def due(self, epoch: int) -> bool:
         """Whether ``epoch_end(epoch)`` will propose a plan."""
@@ -91,7 +118,16 @@ class SurgerySchedule:
         if self.plans_dir is not None:
             plan.save(self.plans_dir / f"plan-epoch{epoch:03d}.json")
         record = None
-        if any(True for _ in plan.actions()):
+        if any(True for _ in plan.actions()) and self.evaluate is not None:
+            trial = self.engine.trial(
+                plan, self.optimizer, evaluate=self.evaluate, recover=self.recover,
+                epoch=epoch, step=step, **self.trial_options, **self.apply_options,
+            )  # fmt: skip
+            self.trials.append(trial)
+            if trial.accepted:
+                record = trial.record
+                self.records.append(record)
+        elif any(True for _ in plan.actions()):
             record = self.engine.apply(
                 plan, self.optimizer, epoch=epoch, step=step, **self.apply_options
             )

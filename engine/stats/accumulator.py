@@ -24,6 +24,8 @@ per-epoch ``window`` states.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from engine.errors import CorrelationLimitError
@@ -31,6 +33,20 @@ from engine.stats.comoments import CoMoments, merge_comoments
 from engine.stats.moments import Moments, merge_moments, saturation_mask
 
 _SUM, _M2, _MIN, _MAX, _ABS, _FIRE, _SAT = range(7)
+
+
+@dataclass(frozen=True, eq=False)
+class AccumulatorCheckpoint:
+    """A ``NeuronAccumulator``'s state at one moment (see ``NeuronAccumulator.checkpoint``)."""
+
+    num_units: int
+    total: Moments | None
+    window: Moments | None
+    comoments: CoMoments | None
+    pending: tuple[torch.Tensor, ...]
+    pending_n: tuple[int, ...]
+    shift: torch.Tensor | None
+    cross: torch.Tensor | None
 
 
 class NeuronAccumulator:
@@ -164,6 +180,31 @@ class NeuronAccumulator:
         if self._cross is not None:
             self._cross = self._cross.to(device)
         self._pending = [r.to(device) for r in self._pending]
+
+    # --- checkpoint ---------------------------------------------------------------------------
+    def checkpoint(self) -> AccumulatorCheckpoint:
+        """What :meth:`restore` needs to put this accumulator back bitwise (a trial surgery
+        that is rolled back). The running state is only ever replaced, never written in
+        place, so holding the current objects is enough: no copy, no sync."""
+        return AccumulatorCheckpoint(
+            self.num_units, self._total, self._window, self._comoments,
+            tuple(self._pending), tuple(self._pending_n), self._shift, self._cross,
+        )  # fmt: skip
+
+    def restore(self, checkpoint: AccumulatorCheckpoint) -> None:
+        """Return to the state of :meth:`checkpoint` (observations since are forgotten).
+
+        >>> acc = NeuronAccumulator(2)
+        >>> acc.update(torch.ones(3, 2)); token = acc.checkpoint()
+        >>> acc.update(torch.zeros(5, 2)); acc.restore(token); acc.total().n
+        3
+        """
+        c = checkpoint
+        self.num_units, self._total, self._window, self._comoments = (
+            c.num_units, c.total, c.window, c.comoments,
+        )  # fmt: skip
+        self._pending, self._pending_n = list(c.pending), list(c.pending_n)
+        self._shift, self._cross = c.shift, c.cross
 
     # --- window combine -------------------------------------------------------------------
     def flush(self) -> None:

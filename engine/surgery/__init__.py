@@ -9,6 +9,7 @@ Surgery takes data and never imports the engine that calls it.
 
 from engine.surgery.batchnorm import recalibrate_batchnorm
 from engine.surgery.gradmax import gradmax_gradient
+from engine.surgery.heldout import held_out_loss
 from engine.surgery.optimizer import (
     DimRemap,
     OptimizerRemapError,
@@ -19,9 +20,11 @@ from engine.surgery.optimizer import (
     remap_tensor,
     restore_optimizer,
 )
-from engine.surgery.records import ActionRecord, SurgeryListener, SurgeryRecord
+from engine.surgery.records import ActionRecord, SurgeryListener, SurgeryRecord, TrialRecord
 from engine.surgery.resizers import AxisSpec, Resizer, register_resizer
+from engine.surgery.training_state import TrainingState
 from engine.surgery.transaction import ProbeInputs, SurgeryOptions, Transaction, apply_plan
+from engine.surgery.trial import run_trial
 
 __all__ = [
     "ActionRecord",
@@ -35,13 +38,17 @@ __all__ = [
     "SurgeryListener",
     "SurgeryOptions",
     "SurgeryRecord",
+    "TrainingState",
     "Transaction",
+    "TrialRecord",
     "apply_plan",
     "gradmax_gradient",
+    "held_out_loss",
     "optimizer_snapshot",
     "recalibrate_batchnorm",
     "register_resizer",
     "remap_optimizer",
     "remap_tensor",
     "restore_optimizer",
+    "run_trial",
 ]

@@ -110,3 +110,27 @@ class SurgeryListener(Protocol):
 
     def after_surgery(self, model: Any, record: SurgeryRecord) -> None:
         """Called with the modified model and what was done."""
+
+
+class TrialRecord(BaseModel):
+    """One trial surgery: the plan applied, held-out loss measured (after ``recovery`` steps
+    when given) and the transaction kept or rolled back bitwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accepted: bool
+    loss_before: float | None = Field(description="held-out loss of the unmodified model")
+    loss_after: float | None = Field(description="held-out loss after surgery (and recovery)")
+    allowed_increase: float = Field(description="the loss increase the tolerances allowed")
+    baseline: str = Field(description="'before': loss before surgery; 'recovered': the "
+                          "unmodified model after the same recovery steps")  # fmt: skip
+    recovered: bool = Field(description="whether recovery steps ran before the evaluation")
+    reason: str = Field(description="why the trial was kept or rolled back")
+    record: SurgeryRecord = Field(description="what the plan did (undone when not accepted)")
+    seconds: float = 0.0
+
+    @property
+    def loss_change(self) -> float | None:
+        if self.loss_before is None or self.loss_after is None:
+            return None
+        return self.loss_after - self.loss_before

@@ -23,6 +23,7 @@ around it. A line is written with one ``write`` on a file opened for appending, 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,15 @@ class ChangeEntry(BaseModel):
     note: str = ""
     snapshot_before: int | None = Field(default=None, description="seq of the weight snapshot")
     snapshot_after: int | None = None
+    trial: str | None = Field(
+        default=None, description="'accepted' or 'rolled_back' for a trial surgery, else None"
+    )
+    trial_loss_before: float | None = Field(default=None, description="held-out loss before")
+    trial_loss_after: float | None = Field(default=None, description="held-out loss after")
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def entries_from_record(
@@ -87,6 +97,13 @@ def entries_from_record(
             "snapshot_before": snapshot_before,
             "snapshot_after": snapshot_after,
         }
+        trial = record.metadata.get("trial")
+        if isinstance(trial, dict):
+            data |= {
+                "trial": "accepted" if trial.get("accepted") else "rolled_back",
+                "trial_loss_before": _finite(trial.get("loss_before")),
+                "trial_loss_after": _finite(trial.get("loss_after")),
+            }
         out.append(ChangeEntry.model_validate(to_jsonable(data) | {"merged_into": act.merged_into}))
     return out
 

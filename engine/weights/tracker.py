@@ -220,6 +220,14 @@ class WeightTracker:
         self.changelog.append(record, self._before_seq, snap.seq)
         self._before_seq = None
 
+    def after_rollback(self, model: Any, record: SurgeryRecord) -> None:
+        """A trial surgery was refused and rolled back: log its actions as ``rolled_back``
+        (the model is the one of the "before" snapshot; no lineage changes)."""
+        if record.dry_run:
+            return
+        self.changelog.append(record, self._before_seq, self._before_seq)
+        self._before_seq = None
+
     # --- reading back ---------------------------------------------------------------------
     def snapshots(self) -> list[WeightSnapshot]:
         """All snapshots of the run, chronological (tensors stay on disk)."""

@@ -1,0 +1,82 @@
+"""Held-out loss: the judge of a trial surgery.
+
+``held_out_loss(data, loss_fn)`` returns ``evaluate(model) -> float``: the mean of ``loss_fn``
+over ``data`` (one ``(inputs, targets)`` batch, or an iterable of them, weighted by batch size),
+computed in eval mode without gradients, with every module's mode restored afterwards, also
+when the forward raises. Any other callable ``evaluate(model) -> float`` works as a judge.
+
+>>> import torch, torch.nn as nn
+>>> model = nn.Linear(2, 1)
+>>> with torch.no_grad():
+...     _ = model.weight.zero_(), model.bias.zero_()
+>>> x, y = torch.zeros(4, 2), torch.ones(4, 1)
+>>> held_out_loss((x, y), nn.MSELoss())(model)
+1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.errors import ConfigurationError
+
+__all__ = ["Evaluate", "held_out_loss"]
+
+Evaluate = Callable[[nn.Module], float]
+
+
+def _batches(data: Any) -> list[tuple[Any, Any]]:
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return [data]
+    if isinstance(data, Iterable):
+        batches = list(data)
+        if batches and all(isinstance(b, tuple | list) and len(b) == 2 for b in batches):
+            return [tuple(b) for b in batches]
+    raise ConfigurationError(
+        "held-out data must be an (inputs, targets) batch or an iterable of such batches, got "
+        f"{type(data).__name__}"
+    )
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, tuple | list):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _size(inputs: Any) -> int:
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    first = first[0] if isinstance(first, tuple | list) else first
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 1
+
+
+def held_out_loss(data: Any, loss_fn: Callable[[Any, Any], torch.Tensor]) -> Evaluate:
+    """``evaluate(model)``: the size-weighted mean held-out loss (see the module docstring).
+    The batches are read once, here, so an iterator is not exhausted by the first trial."""
+    batches = _batches(data)
+    if not batches:
+        raise ConfigurationError("held-out data is empty")
+
+    def evaluate(model: nn.Module) -> float:
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            total, count = torch.zeros((), dtype=torch.float64), 0
+            with torch.no_grad():
+                for inputs, targets in batches:
+                    n = _size(inputs)
+                    loss = loss_fn(_call(model, inputs), targets)
+                    total = total + loss.detach().double().cpu() * n
+                    count += n
+            return float(total / count)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
+    return evaluate
