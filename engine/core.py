@@ -24,6 +24,7 @@ from engine.history import EpochRecord, TrainingHistory
 from engine.layout import ModelLayout, build_layout, layout_fingerprint
 from engine.observe import HookSet, make_observer
 from engine.observe import fastpath as _fastpath
+from engine.observe.growth_hooks import attach_growth_hooks
 from engine.observe.samples import first_kwarg_samples, first_samples
 from engine.plan import Plan
 from engine.planning import Planner, make_plan
@@ -49,6 +50,9 @@ class NeuronEngine(EngineSurgery):
         saturation_tolerance: for bounded activations, the fraction of the range near either
             bound that counts as saturated.
         flush_every: batches buffered on the device before the exact float64 merge.
+        growth_signal: ``True`` (every Linear layer read by one Linear through activations) or
+            a selector: gather the GradMax signal ``Σ δ_Cᵀ·x_L`` during backward, for the
+            ``loss_growth`` policy and ``gradmax`` growth (``engine.stats.growth``).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class NeuronEngine(EngineSurgery):
         firing_threshold: float = 0.0,
         saturation_tolerance: float = 0.02,
         flush_every: int = 64,
+        growth_signal: bool | Selector = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"NeuronEngine expects an nn.Module, got {type(model)!r}")
@@ -76,6 +81,7 @@ class NeuronEngine(EngineSurgery):
             model, include=include, exclude=exclude, correlation=correlation,
             max_correlation_units=max_correlation_units, firing_threshold=self.firing_threshold,
             saturation_tolerance=self.saturation_tolerance, flush_every=flush_every,
+            growth_signal=growth_signal,
         )  # fmt: skip
         self.history = TrainingHistory()
         self.example_inputs: tuple[Any, ...] | None = None  # positional args of the probe
@@ -104,6 +110,8 @@ class NeuronEngine(EngineSurgery):
                 target = self.model.get_submodule(layer.observation.hook_module)
                 hook = make_observer(layer.kind, layer.observation, layer.accumulator, target)
                 self._hooks.add(target.register_forward_hook(hook))
+                if layer.growth is not None:
+                    attach_growth_hooks(self.model, layer.name, layer.growth, self._hooks)
         except BaseException:
             self._hooks.remove()
             raise
@@ -170,6 +178,7 @@ class NeuronEngine(EngineSurgery):
             comoments=None if cm is None else cm.to("cpu"),
             observation=layer.observation.describe(),
             bounds=layer.observation.bounds,
+            growth=None if layer.growth is None else layer.growth.state(),
         )
 
     def snapshot(self, *, with_layout: bool = False, **metadata: Any) -> StatsSnapshot:
@@ -237,7 +246,9 @@ class NeuronEngine(EngineSurgery):
         True
         """
         epoch = self.last_epoch if epoch is None else epoch
-        snapshot = self.snapshot()
+        last = self.history.records[-1].metrics.get("loss") if len(self.history) else None
+        loss = {"loss": last} if last is not None else {}
+        snapshot = self.snapshot(**loss)  # the loss lets growth policies weigh their gains
         layout = self.model_layout(example_inputs)
         ages = self.neurons.ages(epoch) if epoch is not None else None
         return make_plan(snapshot, layout, config, planner=planner, ages=ages)
@@ -265,6 +276,8 @@ class NeuronEngine(EngineSurgery):
         """Forget all statistics (the history is kept)."""
         for layer in self.layers.values():
             layer.accumulator.reset()
+            if layer.growth is not None:
+                layer.growth.reset()
 
     @property
     def layout(self) -> list[tuple[str, int]]:

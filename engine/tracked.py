@@ -23,6 +23,7 @@ from engine.neurons import NeuronRegistry
 from engine.observe import Observation, plan_observations
 from engine.selection import Selector, check_selector, discover_layers, matches
 from engine.stats import NeuronAccumulator
+from engine.stats.growth import GradientCrossAccumulator
 
 __all__ = ["TrackedLayer", "track_layers"]
 
@@ -36,6 +37,7 @@ class TrackedLayer:
     kind: LayerKind
     observation: Observation
     accumulator: NeuronAccumulator
+    growth: GradientCrossAccumulator | None = None  # GradMax signal, when requested
 
     @property
     def num_units(self) -> int:
@@ -52,12 +54,15 @@ def track_layers(
     firing_threshold: float = 0.0,
     saturation_tolerance: float = 0.02,
     flush_every: int = 64,
+    growth_signal: bool | Selector = False,
 ) -> tuple[NeuronRegistry, dict[str, TrackedLayer]]:
     """The tracked layers of ``model`` and their neuron IDs (see ``NeuronEngine``'s
     arguments)."""
     found = discover_layers(model, include, exclude)
     if not isinstance(correlation, bool):
         check_selector(model, correlation, "correlation")
+    if not isinstance(growth_signal, bool):
+        check_selector(model, growth_signal, "growth_signal")
     if not found:
         raise ConfigurationError(
             f"no trackable layer in {type(model).__name__} with include={include!r}, "
@@ -84,5 +89,24 @@ def track_layers(
             name=name,
             nonnegative=observations[name].nonnegative,
         )
-        layers[name] = TrackedLayer(name, module, kind, observations[name], acc)
+        growth = _growth_accumulator(name, module, observations[name], growth_signal)
+        layers[name] = TrackedLayer(name, module, kind, observations[name], acc, growth)
     return neurons, layers
+
+
+def _growth_accumulator(
+    name: str, module: nn.Module, observation: Observation, wanted: bool | Selector
+) -> GradientCrossAccumulator | None:
+    """A growth-signal accumulator for a layer that has a Linear consumer; a layer named
+    explicitly without one is refused (``True`` takes the layers that have one)."""
+    asked = wanted if isinstance(wanted, bool) else matches(name, module, wanted)
+    if not asked:
+        return None
+    if observation.consumer is None:
+        if wanted is True:
+            return None
+        raise ConfigurationError(
+            f"growth_signal: layer {name!r} has no single nn.Linear consumer reading its "
+            f"activations (GradMax needs Linear → activation → Linear, no norm or residual)"
+        )
+    return GradientCrossAccumulator(observation.consumer)

@@ -2,7 +2,7 @@
 
 >>> from policies import POLICIES
 >>> sorted(POLICIES)
-['budget', 'dead', 'low_activity', 'redundancy', 'saturation']
+['budget', 'dead', 'loss_growth', 'low_activity', 'redundancy', 'saturation']
 """
 
 from engine.planning import register_planner
@@ -11,6 +11,7 @@ from policies.budget import BudgetPolicy
 from policies.config import DEFAULT_CONFIG, PolicyConfig, load_config, parse_config
 from policies.dead import DeadUnitPolicy
 from policies.guards import Guard, GuardSettings
+from policies.loss_growth import LossGrowthPolicy
 from policies.low_activity import LowActivityPolicy
 from policies.planner import PLANNER, PolicyPlanner, propose_actions, resolve_config
 from policies.redundancy import RedundancyPolicy
@@ -26,6 +27,7 @@ __all__ = [
     "DeadUnitPolicy",
     "Guard",
     "GuardSettings",
+    "LossGrowthPolicy",
     "LowActivityPolicy",
     "Policy",
     "PolicyConfig",

@@ -59,6 +59,9 @@ class Guard:
         # stay, but may still be kept (or be the surviving unit) by an action.
         self.reserved: dict[str, set[int]] = {name: set() for name in layout.layers}
         self.young: dict[str, list[int]] = {}
+        self.ages: Mapping[int, int] = ages or {}
+        # Why a policy left a layer alone, for the plan's notes (``note``).
+        self.notes: list[str] = []
         min_age = self.settings.min_age_epochs
         if ages and min_age:
             for name, layer in layout.layers.items():
@@ -68,6 +71,10 @@ class Guard:
                 if young:
                     self.young[name] = young
                     self.reserved[name].update(young)
+
+    def note(self, policy: str, name: str, why: str) -> None:
+        """Record why ``policy`` left layer ``name`` alone (the plan's notes list it)."""
+        self.notes.append(f"{policy}: layer {name!r} left alone: {why}")
 
     def is_protected(self, name: str) -> bool:
         return any(name == p or fnmatchcase(name, p) for p in self.settings.protected)

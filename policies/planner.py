@@ -60,6 +60,7 @@ def propose_actions(
     for policy in cfg.policies:
         actions += policy.propose(snapshot, layout, guard)
     if notes is not None:
+        notes += guard.notes
         notes += [
             f"{name}: {len(young)} unit(s) grown fewer than {cfg.guards.min_age_epochs} epochs "
             "ago were not considered for removal"

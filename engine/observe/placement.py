@@ -31,7 +31,7 @@ structure is known (``nn.TransformerEncoderLayer``: ``linear1`` feeds ``activati
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch.fx as fx
@@ -66,6 +66,9 @@ class Observation:
     rectified: bool = False
     nonnegative: bool = False
     fallback: str | None = None
+    # The one nn.Linear that reads this Linear's units right after its activations (no norm,
+    # no residual, called once): GradMax growth signals pair the two. None otherwise.
+    consumer: str | None = None
 
     @property
     def at_layer_output(self) -> bool:
@@ -80,6 +83,7 @@ class Observation:
             "bounds": list(self.bounds) if self.bounds else None,
             "rectified": self.rectified,
             "fallback": self.fallback,
+            "consumer": self.consumer,
         }
 
 
@@ -217,7 +221,26 @@ def _observe_in_scope(
             return Observation(name, name)
         start = firsts[0]
     steps, end = _chain_from(start, scope, traced)
-    return _observation_from_steps(name, steps, _leaves_scope(steps, end, scope, traced.failures))
+    obs = _observation_from_steps(name, steps, _leaves_scope(steps, end, scope, traced.failures))
+    consumer = _linear_consumer(scope.graph_module.get_submodule(target), steps, end, scope, traced)
+    return replace(obs, consumer=consumer) if consumer is not None else obs
+
+
+def _linear_consumer(
+    module: nn.Module, steps: list[_Step], end: fx.Node, scope: Scope, traced: TracedModel
+) -> str | None:
+    """The Linear that alone reads a Linear layer's activations (see ``Observation.consumer``)."""
+    if not isinstance(module, nn.Linear) or any(s.is_norm for s in steps):
+        return None
+    users = list(end.users)
+    if len(users) != 1 or users[0].op != "call_module" or users[0].args[:1] != (end,):
+        return None
+    if len(users[0].args) != 1 or users[0].kwargs:
+        return None
+    consumer = scope.graph_module.get_submodule(users[0].target)
+    if not isinstance(consumer, nn.Linear) or traced.call_count(consumer) != 1:
+        return None
+    return scope.qualify(users[0].target)
 
 
 # Containers whose forward cannot be traced but whose wiring is known:

@@ -18,6 +18,7 @@ import torch
 
 from engine.errors import LayoutMismatchError, SnapshotError
 from engine.stats.comoments import CoMoments, merge_comoments
+from engine.stats.growth import GradientCross
 from engine.stats.moments import Moments, merge_moments
 
 __all__ = ["LayerSnapshot"]
@@ -38,6 +39,7 @@ class LayerSnapshot:
     comoments: CoMoments | None = None
     observation: dict[str, Any] = field(default_factory=dict)
     bounds: tuple[float, float] | None = None
+    growth: GradientCross | None = None  # GradMax signal (engine.stats.growth), on request
 
     @property
     def num_units(self) -> int:
@@ -129,4 +131,11 @@ class LayerSnapshot:
         cm = None
         if self.comoments is not None and other.comoments is not None:
             cm = merge_comoments(self.comoments, other.comoments)
-        return replace(self, moments=merge_moments(self.moments, other.moments), comoments=cm)
+        growth = None
+        if self.growth is not None and other.growth is not None:
+            growth = self.growth.merge(other.growth)
+        else:
+            growth = self.growth or other.growth
+        return replace(
+            self, moments=merge_moments(self.moments, other.moments), comoments=cm, growth=growth
+        )

@@ -46,6 +46,7 @@ from engine.layout.io import (
 )
 from engine.layout.model import layout_fingerprint
 from engine.stats.comoments import CoMoments
+from engine.stats.growth import GradientCross
 from engine.stats.layer_snapshot import LayerSnapshot
 from engine.stats.moments import TENSOR_FIELDS, Moments
 
@@ -66,6 +67,8 @@ class _LayerRecord(BaseModel):
     bounds: tuple[float, float] | None = None
     observation: dict[str, Any] = {}
     summary: dict[str, Any] = {}
+    growth_consumer: str | None = None  # the layer has a growth signal (array growth_cross)
+    growth_batches: NonNegativeInt = 0
 
 
 class _SnapshotRecord(BaseModel):
@@ -204,6 +207,8 @@ class StatsSnapshot:
                     bounds=layer.bounds,
                     observation=layer.observation,
                     summary=layer.summary(),
+                    growth_consumer=None if layer.growth is None else layer.growth.consumer,
+                    growth_batches=0 if layer.growth is None else layer.growth.batches,
                 )
                 for name, layer in self.layers.items()
             ],
@@ -219,6 +224,8 @@ class StatsSnapshot:
             if layer.comoments is not None:
                 tensors[f"{name}/co_mean"] = layer.comoments.mean.cpu().contiguous()
                 tensors[f"{name}/co_matrix"] = layer.comoments.c.cpu().contiguous()
+            if layer.growth is not None:
+                tensors[f"{name}/growth_cross"] = layer.growth.total.cpu().contiguous()
         record = self._record()
         digest = _layers_digest(record["layers"])
         atomic_write_bytes(directory / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
@@ -296,6 +303,13 @@ def _layer_from_arrays(
         co_count = rec.count if rec.co_count is None else rec.co_count
         cm = CoMoments(co_count, get("co_mean", (units,)), get("co_matrix", (units, units)))
     bounds = tuple(rec.bounds) if rec.bounds is not None else None
+    growth = None
+    if rec.growth_consumer is not None:
+        key = f"{rec.name}/growth_cross"
+        if key not in tensors or tensors[key].dim() != 2:
+            raise SnapshotError(f"{path}: array {key!r} is missing or not a matrix")
+        growth = GradientCross(rec.growth_consumer, rec.growth_batches, tensors[key].double())
     return LayerSnapshot(
-        rec.name, rec.module_type, list(rec.neuron_ids), moments, cm, rec.observation, bounds
-    )
+        rec.name, rec.module_type, list(rec.neuron_ids), moments, cm, rec.observation, bounds,
+        growth,
+    )  # fmt: skip

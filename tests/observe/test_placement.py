@@ -93,7 +93,10 @@ def test_describe_is_plain_data() -> None:
         "bounds": [0.0, 1.0],
         "rectified": False,
         "fallback": None,
+        "consumer": None,
     }
+    fed = plan(nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2)))["0"]
+    assert fed.describe()["consumer"] == "2"  # the Linear that reads the units (GradMax)
 
 
 def test_linear_bn_relu() -> None:

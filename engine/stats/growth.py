@@ -1,0 +1,99 @@
+"""Growth signal: how much the loss could fall with new units in a Linear layer (GradMax).
+
+For a tracked ``nn.Linear`` layer L whose activations one ``nn.Linear`` consumer C reads, a new
+unit of L with zero incoming weights and outgoing column ``ω`` leaves the function unchanged,
+and the loss gradient with respect to its incoming weights is ``ωᵀ·M`` with
+
+    M = E_batches[ δ_Cᵀ · x_L ]      (consumer outputs × layer inputs)
+
+(``δ_C``: the loss gradient at C's output, ``x_L``: L's input, summed over each batch's
+samples). The best ``k`` new units take ``ω`` along the top ``k`` left singular vectors of M
+(Evci et al. 2022, GradMax); with ``‖ω‖ = s``, one gradient step of size ``η`` on their
+incoming weights lowers the loss by ``η·s²·σᵢ²`` each, to first order.
+
+``GradientCrossAccumulator`` adds ``δᵀ·x`` per batch on the device (float32 product, float64
+sum, no host sync); ``GradientCross`` is the plain-data state (sum and batch count), merged
+exactly by adding both.
+
+>>> import torch
+>>> acc = GradientCrossAccumulator("fc2")
+>>> acc.update(torch.ones(4, 3), torch.ones(4, 2)); acc.update(torch.ones(4, 3), torch.ones(4, 2))
+>>> cross = acc.state(); cross.batches, cross.mean().tolist()[0]
+(2, [4.0, 4.0])
+>>> cross.merge(cross).batches, bool(torch.equal(cross.merge(cross).mean(), cross.mean()))
+(4, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.errors import LayoutMismatchError
+
+__all__ = ["GradientCross", "GradientCrossAccumulator"]
+
+
+@dataclass(eq=False)
+class GradientCross:
+    """``total = Σ_batches δ_Cᵀ·x_L`` over ``batches`` batches (float64), for a layer whose
+    units ``consumer`` reads."""
+
+    consumer: str
+    batches: int
+    total: torch.Tensor
+
+    def mean(self) -> torch.Tensor:
+        """``M``: the mean over batches (the gradient of the mean loss, for new units)."""
+        return self.total / max(1, self.batches)
+
+    def merge(self, other: GradientCross) -> GradientCross:
+        """Exact union of two windows or ranks of the same layer."""
+        if other.consumer != self.consumer or other.total.shape != self.total.shape:
+            raise LayoutMismatchError(
+                f"cannot merge growth signals of {self.consumer!r} {tuple(self.total.shape)} "
+                f"and {other.consumer!r} {tuple(other.total.shape)}"
+            )
+        return GradientCross(self.consumer, self.batches + other.batches, self.total + other.total)
+
+    def to(self, device: torch.device | str) -> GradientCross:
+        return GradientCross(self.consumer, self.batches, self.total.to(device))
+
+
+class GradientCrossAccumulator:
+    """Running ``Σ δᵀ·x`` of one layer (see the module docstring). A batch whose shapes differ
+    from the running sum's (the layer's input or the consumer's output was resized by
+    surgery) starts the sum afresh: old and new shapes do not mix."""
+
+    def __init__(self, consumer: str) -> None:
+        self.consumer = consumer
+        self.reset()
+
+    def reset(self) -> None:
+        self._total: torch.Tensor | None = None
+        self._batches = 0
+
+    def update(self, delta: torch.Tensor, x: torch.Tensor) -> None:
+        """Add one batch: ``delta`` (…, consumer out) and ``x`` (…, layer in), same leading
+        shape. Tensor ops only."""
+        d = delta.detach().reshape(-1, delta.shape[-1])
+        x = x.detach().reshape(-1, x.shape[-1])
+        product = d.T.float() @ x.float()
+        if self._total is None or self._total.shape != product.shape:
+            self._total = torch.zeros(product.shape, dtype=torch.float64, device=product.device)
+            self._batches = 0
+        elif self._total.device != product.device:
+            self._total = self._total.to(product.device)
+        self._total.add_(product)
+        self._batches += 1
+
+    @property
+    def batches(self) -> int:
+        return self._batches
+
+    def state(self) -> GradientCross | None:
+        """The plain-data state on the CPU, or None before the first batch."""
+        if self._total is None:
+            return None
+        return GradientCross(self.consumer, self._batches, self._total.detach().cpu().clone())
