@@ -6,6 +6,12 @@ residual-coupled layers alone, respect what surgery supports for the layer, let 
 take part in at most one action per plan, and never remove a unit grown fewer than
 ``min_age_epochs`` epochs ago (its statistics are too young to judge it).
 
+A residual-coupled group (``LayerLayout.coupled``: layers whose outputs are added, one unit
+space) is frozen unless a policy opts in with ``coupled_ok=True``: then the group is judged as
+a whole (every member must be changeable, its floor is the group's, and units claimed or
+reserved in any member count for all of them), and the policy claims units with
+:meth:`Guard.claim_group`.
+
 >>> from engine.layout import LayerLayout, ModelLayout
 >>> layout = ModelLayout({"fc": LayerLayout("fc", "Linear", 4, [0, 1, 2, 3]),
 ...                       "out": LayerLayout("out", "Linear", 2, [4, 5], is_output=True)})
@@ -79,27 +85,65 @@ class Guard:
     def is_protected(self, name: str) -> bool:
         return any(name == p or fnmatchcase(name, p) for p in self.settings.protected)
 
-    def why_frozen(self, name: str, kind: str) -> str | None:
-        """Why ``kind`` actions may not touch layer ``name`` (None when they may)."""
+    def group(self, name: str) -> list[str]:
+        """``name`` and the tracked layers residual-coupled with it, in layout order.
+
+        >>> from engine.layout import LayerLayout, ModelLayout
+        >>> layout = ModelLayout({"a": LayerLayout("a", "Linear", 4, [0, 1, 2, 3], coupled=["b"]),
+        ...                       "b": LayerLayout("b", "Linear", 4, [4, 5, 6, 7], coupled=["a"])})
+        >>> Guard(layout).group("b")
+        ['a', 'b']
+        """
+        members = {name, *self.layout.layers[name].coupled}
+        return [n for n in self.layout.layers if n in members]
+
+    def why_frozen(self, name: str, kind: str, coupled_ok: bool = False) -> str | None:
+        """Why ``kind`` actions may not touch layer ``name`` (None when they may).
+
+        A residual-coupled layer is frozen unless ``coupled_ok``: then every member of its
+        group must be changeable (not protected, ``kind`` supported, not an output).
+
+        >>> from engine.layout import LayerLayout, ModelLayout
+        >>> layout = ModelLayout({"a": LayerLayout("a", "Linear", 4, [0, 1, 2, 3], coupled=["b"]),
+        ...                       "b": LayerLayout("b", "Linear", 4, [4, 5, 6, 7], coupled=["a"])})
+        >>> Guard(layout).why_frozen("a", "prune")
+        "coupled with ['b'] (residual): change them together by hand"
+        >>> Guard(layout).why_frozen("a", "prune", coupled_ok=True) is None
+        True
+        """
+        if not coupled_ok:
+            return self._why_frozen_alone(name, kind, refuse_coupled=True)
+        for member in self.group(name):
+            why = self._why_frozen_alone(member, kind, refuse_coupled=False)
+            if why is not None:
+                return why if member == name else f"coupled with {member!r}: {why}"
+        return None
+
+    def _why_frozen_alone(self, name: str, kind: str, refuse_coupled: bool) -> str | None:
         layer = self.layout.layers[name]
         if self.is_protected(name):
             return "protected layer"
         if kind not in layer.supports:
             return f"surgery does not support {kind!r} on {layer.module_type}"
-        if layer.coupled:
+        if refuse_coupled and layer.coupled:
             return f"coupled with {layer.coupled} (residual): change them together by hand"
         if kind != "expand" and layer.is_output and not self.settings.allow_output_changes:
             return "output layer: its units are the model's outputs"
         return None
 
-    def removable(self, name: str, kind: str = "prune") -> int:
-        """How many more units may be removed from ``name`` by ``kind`` actions."""
-        if self.why_frozen(name, kind) is not None:
+    def removable(self, name: str, kind: str = "prune", coupled_ok: bool = False) -> int:
+        """How many more units may be removed from ``name`` by ``kind`` actions (for a
+        coupled group with ``coupled_ok``: from the whole group, one unit space)."""
+        if self.why_frozen(name, kind, coupled_ok) is not None:
             return 0
-        units = self.layout.layers[name].units
-        keep = math.ceil(units * self.settings.min_keep_fraction - 1e-9)
-        floor = max(self.settings.min_width, keep, 1)
-        return max(0, units - floor - self.removed[name])
+        members = self.group(name) if coupled_ok else [name]
+        left = []
+        for member in members:
+            units = self.layout.layers[member].units
+            keep = math.ceil(units * self.settings.min_keep_fraction - 1e-9)
+            floor = max(self.settings.min_width, keep, 1)
+            left.append(units - floor - self.removed[member])
+        return max(0, min(left))
 
     def free(self, name: str, local_indices) -> list[int]:
         """The indices not yet claimed by an earlier action of this plan."""
@@ -118,3 +162,28 @@ class Guard:
     def claim(self, name: str, local_indices, removes: int) -> None:
         self.claimed[name].update(int(i) for i in local_indices)
         self.removed[name] += removes
+
+    def claim_group(self, name: str, local_indices, removes: int) -> None:
+        """:meth:`claim` on every member of ``name``'s coupled group (one unit space).
+
+        >>> from engine.layout import LayerLayout, ModelLayout
+        >>> ids = list(range(8))
+        >>> layout = ModelLayout({"a": LayerLayout("a", "Linear", 8, ids, coupled=["b"]),
+        ...                       "b": LayerLayout("b", "Linear", 8, ids, coupled=["a"])})
+        >>> g = Guard(layout, GuardSettings(min_width=2))
+        >>> g.reserve("b", [5])
+        >>> g.claim_group("a", [0, 1], removes=2)
+        >>> g.removed, g.removable("b", coupled_ok=True), g.group_free("a", range(8))
+        ({'a': 2, 'b': 2}, 4, ([2, 3, 4, 5, 6, 7], {5}))
+        """
+        for member in self.group(name):
+            self.claim(member, local_indices, removes)
+
+    def group_free(self, name: str, local_indices) -> tuple[list[int], set[int]]:
+        """For a coupled group: the indices no member has claimed, and those of them that
+        some member reserved (they may be kept, never removed)."""
+        members = self.group(name)
+        taken = set().union(*(self.claimed[m] for m in members))
+        reserved = set().union(*(self.reserved[m] for m in members))
+        free = [int(i) for i in local_indices if int(i) not in taken]
+        return free, {i for i in free if i in reserved}
