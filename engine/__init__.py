@@ -61,6 +61,7 @@ from engine.plan import (
 )
 from engine.preview import preview_plan
 from engine.schedule import SurgerySchedule
+from engine.sparsity import SparsityPressure, sparsity_penalty
 from engine.stats import CoMoments, Moments, NeuronAccumulator, merge_comoments, merge_moments
 from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from engine.surgery import (
@@ -71,6 +72,7 @@ from engine.surgery import (
     apply_plan,
     held_out_loss,
     recalibrate_batchnorm,
+    recovery_steps,
     run_trial,
 )
 from engine.tracked import TrackedLayer
@@ -105,6 +107,7 @@ __all__ = [
     "PlanValidationError",
     "PruneAction",
     "SnapshotError",
+    "SparsityPressure",
     "StatsSnapshot",
     "TrackedLayer",
     "TrackingStateError",
@@ -171,5 +174,7 @@ __all__ += [
     "held_out_loss",
     "linear_cka",
     "recalibrate_batchnorm",
+    "recovery_steps",
     "run_trial",
+    "sparsity_penalty",
 ]

@@ -227,6 +227,8 @@ class NeuronEngine(EngineSurgery):
         example_inputs: Any = None,
         epoch: int | None = None,
         planner: Planner | None = None,
+        shrink_scale: float = 1.0,
+        grow: bool = True,
     ) -> Plan:
         """Run policies on the current statistics and return a plan.
 
@@ -235,6 +237,9 @@ class NeuronEngine(EngineSurgery):
         ``policies/default.yaml``. ``epoch`` (default: the last one given to ``log_epoch``)
         dates the plan for the ``min_age_epochs`` guard: units grown fewer epochs ago are not
         removed. ``planner``: any ``engine.planning.Planner`` instead of the default one.
+        ``shrink_scale`` in [0, 1] scales the step of every policy that removes units (0:
+        only growth runs) and ``grow=False`` leaves the growing policies out; ``SurgerySchedule``
+        uses both after a refused trial.
 
         >>> import torch, torch.nn as nn
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -247,8 +252,14 @@ class NeuronEngine(EngineSurgery):
         """
         epoch = self.last_epoch if epoch is None else epoch
         last = self.history.records[-1].metrics.get("loss") if len(self.history) else None
-        loss = {"loss": last} if last is not None else {}
-        snapshot = self.snapshot(**loss)  # the loss lets growth policies weigh their gains
+        if not 0.0 <= shrink_scale <= 1.0:
+            raise ConfigurationError(f"shrink_scale must be in [0, 1], got {shrink_scale!r}")
+        context: dict[str, Any] = {"loss": last} if last is not None else {}
+        if shrink_scale != 1.0:
+            context["shrink_scale"] = float(shrink_scale)
+        if not grow:
+            context["grow"] = False
+        snapshot = self.snapshot(**context)  # the loss lets growth policies weigh their gains
         layout = self.model_layout(example_inputs)
         ages = self.neurons.ages(epoch) if epoch is not None else None
         return make_plan(snapshot, layout, config, planner=planner, ages=ages)

@@ -52,6 +52,16 @@ class SurgerySchedule:
         recover: ``recover(model, optimizer)``, run inside each trial before it is judged
             (e.g. a few training steps).
         trial_options: ``tolerance``, ``abs_tolerance``, ``baseline`` of ``engine.trial``.
+        backoff, min_shrink_scale: in trial mode, a refused plan that grows is proposed again
+            at once without the growing policies (``grow=False`` of ``engine.propose``); a
+            refused plan that only removes units, with the removal steps scaled by
+            ``backoff`` (``shrink_scale``), down to ``min_shrink_scale``. The scale reached is
+            kept for the next surgery (``shrink_scale``), and a kept cut at the full current
+            scale lengthens it again by ``1/backoff`` (up to 1): pruning approaches the
+            smallest size the held-out loss allows in bounded, adaptive steps.
+        min_growth_gain: in trial mode, a plan that grows is kept only when the held-out loss
+            fell by at least this share (e.g. 0.005: new units must pay for themselves). None:
+            a growing plan is judged like any other.
         apply_options: passed to ``engine.apply`` / ``engine.trial`` (e.g. ``measure="plan"``).
 
     ``epoch_end(epoch)`` returns the ``SurgeryRecord`` when a plan with actions was applied
@@ -74,6 +84,9 @@ class SurgerySchedule:
         evaluate: Any = None,
         recover: Any = None,
         trial_options: dict[str, Any] | None = None,
+        backoff: float = 0.5,
+        min_shrink_scale: float = 0.125,
+        min_growth_gain: float | None = None,
         **apply_options: Any,
     ) -> None:
         if every < 1:
@@ -96,6 +109,17 @@ class SurgerySchedule:
             raise ConfigurationError(
                 "recover and trial_options need a judge: held_out with loss_fn, or evaluate"
             )
+        if not (0.0 < backoff < 1.0 and 0.0 < min_shrink_scale <= 1.0):
+            raise ConfigurationError(
+                f"backoff must be in (0, 1) and min_shrink_scale in (0, 1], got "
+                f"backoff={backoff}, min_shrink_scale={min_shrink_scale}"
+            )
+        if min_growth_gain is not None and not 0.0 <= min_growth_gain < 1.0:
+            raise ConfigurationError(f"min_growth_gain must be in [0, 1), got {min_growth_gain}")
+        self.min_growth_gain = min_growth_gain
+        self.backoff = backoff
+        self.min_shrink_scale = min_shrink_scale
+        self.shrink_scale = 1.0
         self.evaluate = evaluate
         self.recover = recover
         self.trial_options = dict(trial_options or {})
@@ -113,24 +137,63 @@ class SurgerySchedule:
         """Propose, save and apply a plan if ``epoch`` is due; then reset the statistics."""
         if not self.due(epoch):
             return None
-        plan = self.engine.propose(self.config, epoch=epoch)
-        self.plans.append((epoch, plan))
-        if self.plans_dir is not None:
-            plan.save(self.plans_dir / f"plan-epoch{epoch:03d}.json")
         record = None
-        if any(True for _ in plan.actions()) and self.evaluate is not None:
-            trial = self.engine.trial(
-                plan, self.optimizer, evaluate=self.evaluate, recover=self.recover,
-                epoch=epoch, step=step, **self.trial_options, **self.apply_options,
-            )  # fmt: skip
-            self.trials.append(trial)
-            if trial.accepted:
-                record = trial.record
+        if self.evaluate is not None:
+            record = self._trials(epoch, step)
+        else:
+            plan = self._propose(epoch, 1.0)
+            if _has_actions(plan):
+                record = self.engine.apply(
+                    plan, self.optimizer, epoch=epoch, step=step, **self.apply_options
+                )
                 self.records.append(record)
-        elif any(True for _ in plan.actions()):
-            record = self.engine.apply(
-                plan, self.optimizer, epoch=epoch, step=step, **self.apply_options
-            )
-            self.records.append(record)
         self.engine.reset()  # statistics of the old shapes say nothing about the new ones
         return record
+
+    def _propose(self, epoch: int, scale: float, grow: bool = True) -> Plan:
+        plan = self.engine.propose(self.config, epoch=epoch, shrink_scale=scale, grow=grow)
+        self.plans.append((epoch, plan))
+        if self.plans_dir is not None:
+            suffix = "" if scale == 1.0 else f"-scale{scale:g}"
+            suffix += "" if grow else "-nogrowth"
+            plan.save(self.plans_dir / f"plan-epoch{epoch:03d}{suffix}.json")
+        return plan
+
+    def _trials(self, epoch: int, step: int | None) -> SurgeryRecord | None:
+        """Trial the plan; after a refusal, try a smaller one (see the class docstring)."""
+        scale, grow = self.shrink_scale, True
+        reference: dict[str, float] = {}  # a refused trial's baseline holds for the retries
+        while True:
+            plan = self._propose(epoch, scale, grow)
+            kinds = {a.kind for a in plan.actions()}
+            if not kinds:
+                return None
+            options = dict(self.trial_options)
+            if "expand" in kinds and self.min_growth_gain is not None:
+                options["tolerance"] = -self.min_growth_gain  # new units must pay for themselves
+            trial = self.engine.trial(
+                plan, self.optimizer, evaluate=self.evaluate, recover=self.recover,
+                epoch=epoch, step=step, **reference, **options, **self.apply_options,
+            )  # fmt: skip
+            self.trials.append(trial)
+            if trial.loss_before is not None:
+                reference = {"reference_loss": trial.loss_before}
+            if trial.accepted:
+                self.records.append(trial.record)
+                if kinds - {"expand"} and scale == self.shrink_scale:  # a kept cut: lengthen
+                    self.shrink_scale = min(1.0, scale / self.backoff)
+                return trial.record
+            if "expand" in kinds:
+                if not grow:
+                    return None
+                grow = False  # the growth was refused: what can the network spare instead?
+                continue
+            smaller = scale * self.backoff
+            if smaller < self.min_shrink_scale - 1e-12:
+                self.shrink_scale = self.min_shrink_scale
+                return None  # the smallest step was refused: nothing to spare this time
+            scale = self.shrink_scale = smaller
+
+
+def _has_actions(plan: Plan) -> bool:
+    return any(True for _ in plan.actions())

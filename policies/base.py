@@ -35,11 +35,36 @@ class Policy(ABC):
 
     name: ClassVar[str]
     Settings: ClassVar[type[PolicySettings]] = PolicySettings
+    # Whether the policy removes units (prune, merge, fold). A schedule that backs off after a
+    # refused trial scales these policies' steps (``scaled``) and, at scale 0, drops them.
+    shrinks: ClassVar[bool] = False
+    # Whether its removals cannot change the function (dead or constant units): such a policy
+    # still runs when ``guards.shrink_while_growing`` is off and the plan grows.
+    costless: ClassVar[bool] = False
+    # Whether the policy adds units: left out of a plan proposed with growth off (the schedule's
+    # retry after new units did not pay for themselves).
+    grows: ClassVar[bool] = False
 
     def __init__(self, settings: PolicySettings | Mapping[str, Any] | None = None, **kw: Any):
         if settings is None or isinstance(settings, Mapping):
             settings = self.Settings.model_validate({**(settings or {}), **kw})
         self.settings = settings
+
+    def scaled(self, factor: float) -> Policy:
+        """This policy with its removal step scaled by ``factor`` in (0, 1] (the schedule's
+        back-off after a refused trial). The default keeps the policy as it is: a policy whose
+        step has a size (a share of units to remove, a parameter budget) overrides it.
+
+        >>> from policies.dead import DeadUnitPolicy
+        >>> p = DeadUnitPolicy(); p.scaled(0.5) is p
+        True
+        """
+        return self
+
+    def with_settings(self, **changes: Any) -> Policy:
+        """A copy of this policy with some settings changed (validated again)."""
+        data = {**self.settings.model_dump(), **changes}
+        return type(self)(self.Settings.model_validate(data))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "settings": self.settings.model_dump(mode="json")}

@@ -32,6 +32,8 @@ class DeadSettings(PolicySettings):
 @register_policy
 class DeadUnitPolicy(PerLayerPolicy):
     name = "dead"
+    shrinks = True
+    costless = True  # a dead or constant unit is replaced by its mean: nothing to scale
     Settings = DeadSettings
 
     def propose_layer(

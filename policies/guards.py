@@ -40,6 +40,12 @@ class GuardSettings(BaseModel):
     allow_output_changes: bool = Field(
         default=False, description="allow removing units of output layers (logits): rarely right"
     )
+    shrink_while_growing: bool = Field(
+        default=True,
+        description="False: when a growth policy of the plan grows any layer, the shrinking "
+        "policies after it (all but dead-unit removal) stand down: the loss says the network "
+        "is short of units, so it is not also cut in that plan",
+    )
     min_age_epochs: int = Field(
         default=0,
         ge=0,
@@ -66,6 +72,8 @@ class Guard:
         self.reserved: dict[str, set[int]] = {name: set() for name in layout.layers}
         self.young: dict[str, list[int]] = {}
         self.ages: Mapping[int, int] = ages or {}
+        # Units added per layer by the growth policies of this plan (``grow``).
+        self.grown: dict[str, int] = {}
         # Why a policy left a layer alone, for the plan's notes (``note``).
         self.notes: list[str] = []
         min_age = self.settings.min_age_epochs
@@ -77,6 +85,11 @@ class Guard:
                 if young:
                     self.young[name] = young
                     self.reserved[name].update(young)
+
+    def grow(self, name: str, count: int) -> None:
+        """Record that an action of this plan adds ``count`` units to layer ``name`` (with
+        ``shrink_while_growing`` off, the cutting policies after it then stand down)."""
+        self.grown[name] = self.grown.get(name, 0) + count
 
     def note(self, policy: str, name: str, why: str) -> None:
         """Record why ``policy`` left layer ``name`` alone (the plan's notes list it)."""

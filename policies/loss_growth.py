@@ -49,6 +49,7 @@ class LossGrowthSettings(PolicySettings):
 class LossGrowthPolicy(Policy):
     name = "loss_growth"
     Settings = LossGrowthSettings
+    grows = True
 
     def propose(
         self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
@@ -132,6 +133,7 @@ class LossGrowthPolicy(Policy):
                     if count == 0 or share < s.min_gain_share:
                         continue
             total += count * per_unit
+            guard.grow(name, count)
             evidence = {
                 "estimated_gain_share": round(share, 6),
                 "unit_gain_shares": [round(float(g), 6) for g in gains[:count]],

@@ -19,7 +19,7 @@ from pydantic import Field
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
 from engine.stats.snapshot import LayerSnapshot
-from policies.base import PerLayerPolicy, PolicySettings, register_policy
+from policies.base import PerLayerPolicy, Policy, PolicySettings, register_policy
 from policies.guards import Guard
 
 
@@ -34,6 +34,11 @@ class LowActivitySettings(PolicySettings):
 class LowActivityPolicy(PerLayerPolicy):
     name = "low_activity"
     Settings = LowActivitySettings
+    shrinks = True
+
+    def scaled(self, factor: float) -> Policy:
+        """At most ``factor`` times the usual share of a layer per plan."""
+        return self.with_settings(max_fraction=self.settings.max_fraction * factor)
 
     def propose_layer(
         self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard

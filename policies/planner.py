@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ConfigurationError
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
 from engine.planning import Decision
@@ -41,6 +42,35 @@ def resolve_config(config: ConfigLike) -> PolicyConfig:
     return PolicyConfig(list(config), GuardSettings())
 
 
+def without_growth(config: PolicyConfig) -> PolicyConfig:
+    """``config`` without its growing policies (``Policy.grows``)."""
+    return PolicyConfig([p for p in config.policies if not p.grows], config.guards)
+
+
+def scale_shrinking(config: PolicyConfig, factor: float) -> PolicyConfig:
+    """``config`` with every shrinking policy's step scaled by ``factor`` (``Policy.scaled``);
+    at 0 the shrinking policies are left out and only the growing ones run.
+
+    >>> from policies.dead import DeadUnitPolicy
+    >>> from policies.low_activity import LowActivityPolicy
+    >>> cfg = PolicyConfig([DeadUnitPolicy(), LowActivityPolicy(max_fraction=0.5)], GuardSettings())
+    >>> [p.settings.max_fraction for p in scale_shrinking(cfg, 0.5).policies[1:]]
+    [0.25]
+    >>> scale_shrinking(cfg, 0.0).policies
+    []
+    """
+    if not 0.0 <= factor <= 1.0:
+        raise ConfigurationError(f"shrink_scale must be in [0, 1], got {factor!r}")
+    if factor == 1.0:
+        return config
+    policies = [
+        p if not p.shrinks else p.scaled(factor)
+        for p in config.policies
+        if not (p.shrinks and factor == 0.0)
+    ]
+    return PolicyConfig(policies, config.guards)
+
+
 def propose_actions(
     snapshot: StatsSnapshot,
     layout: ModelLayout,
@@ -58,6 +88,13 @@ def propose_actions(
     guard = Guard(layout, cfg.guards, ages)
     actions: list[Action] = []
     for policy in cfg.policies:
+        stand_down = not cfg.guards.shrink_while_growing and policy.shrinks and not policy.costless
+        if stand_down and guard.grown:
+            guard.notes.append(
+                f"{policy.name}: stood down: this plan grows {sorted(guard.grown)} "
+                "(guards.shrink_while_growing is false)"
+            )
+            continue
         actions += policy.propose(snapshot, layout, guard)
     if notes is not None:
         notes += guard.notes
@@ -83,6 +120,13 @@ class PolicyPlanner:
     ) -> Decision:
         cfg = resolve_config(config)
         notes: list[str] = []
+        scale = snapshot.metadata.get("shrink_scale", 1.0)
+        if scale != 1.0:  # a schedule backing off after a refused trial
+            cfg = scale_shrinking(cfg, float(scale))
+            notes.append(f"shrinking policies' steps scaled by {scale:g} (trial back-off)")
+        if snapshot.metadata.get("grow", True) is False:  # growth did not pay: try without
+            cfg = without_growth(cfg)
+            notes.append("growing policies left out (trial back-off)")
         actions = propose_actions(snapshot, layout, cfg, ages=ages, notes=notes)
         return Decision(actions=actions, policies=cfg.describe(), notes=notes)
 

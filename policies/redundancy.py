@@ -21,7 +21,7 @@ from pydantic import Field
 from engine.layout import ModelLayout
 from engine.plan.actions import Action, MergeAction
 from engine.stats.snapshot import LayerSnapshot
-from policies.base import PerLayerPolicy, PolicySettings, register_policy
+from policies.base import PerLayerPolicy, Policy, PolicySettings, register_policy
 from policies.common import claim_pair
 from policies.guards import Guard
 
@@ -55,6 +55,11 @@ def candidate_pairs(
 class RedundancyPolicy(PerLayerPolicy):
     name = "redundancy"
     Settings = RedundancySettings
+    shrinks = True
+
+    def scaled(self, factor: float) -> Policy:
+        """At most ``factor`` times the usual share of a layer per plan."""
+        return self.with_settings(max_fraction=self.settings.max_fraction * factor)
 
     def propose_layer(
         self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard

@@ -59,6 +59,7 @@ class SaturationSettings(PolicySettings):
 class SaturationPolicy(PerLayerPolicy):
     name = "saturation"
     Settings = SaturationSettings
+    grows = True
 
     def propose_layer(
         self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
@@ -95,6 +96,7 @@ class SaturationPolicy(PerLayerPolicy):
             sources = [free[k % len(free)] for k in range(count)]
             source_ids = [layer.neuron_ids[i] for i in sources]
             guard.reserve(name, sources)  # read, not removed: later actions must keep them
+        guard.grow(name, count)
         return [
             ExpandAction(
                 layer=name,

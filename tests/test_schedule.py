@@ -38,12 +38,14 @@ def test_without_a_judge_every_plan_is_applied():
     assert schedule.trials == [] and model[0].out_features < 32
 
 
-def test_with_held_out_data_a_harmful_plan_is_rolled_back():
+def test_with_held_out_data_a_harmful_plan_is_rolled_back_and_a_smaller_one_tried():
     _, _, held_out = run()  # the same data's last quarter, never trained on
     model, schedule, _ = run(held_out=held_out, loss_fn=F.cross_entropy)
-    assert len(schedule.trials) == 2
-    assert all(not t.accepted for t in schedule.trials)  # 75 % of the units are needed
-    assert schedule.records == [] and model[0].out_features == 32
+    removed = [len(a.remove) for _, plan in schedule.plans for a in plan.actions()]
+    accepted = [t.accepted for t in schedule.trials]
+    assert removed[:2] == [24, 12] and accepted[:2] == [False, True]  # 75 % of units needed
+    assert not any(accepted[2:])  # the second surgery finds nothing more to spare
+    assert [r.epoch for r in schedule.records] == [1] and model[0].out_features == 20
     loose, _, _ = run(held_out=held_out, loss_fn=F.cross_entropy,
                       trial_options={"tolerance": 10.0})  # fmt: skip
     assert loose[0].out_features < 32

@@ -9,7 +9,7 @@ Surgery takes data and never imports the engine that calls it.
 
 from engine.surgery.batchnorm import recalibrate_batchnorm
 from engine.surgery.gradmax import gradmax_gradient
-from engine.surgery.heldout import held_out_loss
+from engine.surgery.heldout import held_out_loss, recovery_steps
 from engine.surgery.optimizer import (
     DimRemap,
     OptimizerRemapError,
@@ -46,6 +46,7 @@ __all__ = [
     "held_out_loss",
     "optimizer_snapshot",
     "recalibrate_batchnorm",
+    "recovery_steps",
     "register_resizer",
     "remap_optimizer",
     "remap_tensor",

@@ -5,6 +5,11 @@ over ``data`` (one ``(inputs, targets)`` batch, or an iterable of them, weighted
 computed in eval mode without gradients, with every module's mode restored afterwards, also
 when the forward raises. Any other callable ``evaluate(model) -> float`` works as a judge.
 
+``recovery_steps(x, y, loss_fn, steps)`` returns ``recover(model, optimizer)``: a few training
+steps on mini-batches drawn from ``(x, y)`` with torch's global generator, which a trial captures
+and restores, so the unmodified baseline (``baseline="recovered"``) and the modified model see
+the same batches.
+
 >>> import torch, torch.nn as nn
 >>> model = nn.Linear(2, 1)
 >>> with torch.no_grad():
@@ -24,9 +29,10 @@ from torch import nn
 
 from engine.errors import ConfigurationError
 
-__all__ = ["Evaluate", "held_out_loss"]
+__all__ = ["Evaluate", "Recover", "held_out_loss", "recovery_steps"]
 
 Evaluate = Callable[[nn.Module], float]
+Recover = Callable[[nn.Module, Any], None]
 
 
 def _batches(data: Any) -> list[tuple[Any, Any]]:
@@ -80,3 +86,45 @@ def held_out_loss(data: Any, loss_fn: Callable[[Any, Any], torch.Tensor]) -> Eva
                 m.training = mode
 
     return evaluate
+
+
+def recovery_steps(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    steps: int,
+    batch_size: int = 64,
+) -> Recover:
+    """``recover(model, optimizer)``: ``steps`` training steps (train mode, the model's mode
+    restored) on random mini-batches of ``(x, y)``; with ``optimizer=None`` nothing trains.
+
+    >>> torch.manual_seed(0)
+    <torch._C.Generator object at ...>
+    >>> model = nn.Linear(2, 1)
+    >>> x, y = torch.randn(32, 2), torch.randn(32, 1)
+    >>> before = held_out_loss((x, y), nn.MSELoss())(model)
+    >>> recovery_steps(x, y, nn.MSELoss(), 20)(model, torch.optim.SGD(model.parameters(), 0.1))
+    >>> held_out_loss((x, y), nn.MSELoss())(model) < before
+    True
+    """
+    if steps < 0 or batch_size < 1:
+        raise ConfigurationError(f"steps must be ≥ 0 and batch_size ≥ 1, got {steps}, {batch_size}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ConfigurationError(f"recovery data: {len(x)} inputs and {len(y)} targets")
+
+    def recover(model: nn.Module, optimizer: Any) -> None:
+        if optimizer is None or steps == 0:
+            return
+        was_training = model.training
+        model.train()
+        try:
+            for _ in range(steps):
+                idx = torch.randint(len(x), (min(batch_size, len(x)),), device=x.device)
+                loss = loss_fn(model(x[idx]), y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        finally:
+            model.train(was_training)
+
+    return recover

@@ -8,9 +8,11 @@
 3. Run ``recover(model, optimizer)`` (e.g. K training steps) when given, then measure the
    held-out loss again.
 4. Keep the plan when the loss rose by at most ``max(abs_tolerance, tolerance·|loss_before|)``
-   and is finite; otherwise undo the transaction and restore the captured state: the model,
-   its optimizer, the statistics and the RNG are bitwise as before the trial, so a refused
-   trial leaves the run as if it had never been tried.
+   (a negative ``tolerance``: when it *fell* by at least ``−tolerance·|loss_before|``, the test
+   for growth that must pay for its units) and is finite; otherwise undo the transaction and
+   restore the captured state: the model, its optimizer, the statistics and the RNG are
+   bitwise as before the trial, so a refused trial leaves the run as if it had never been
+   tried.
 
 No peer can do this: it needs an exact rollback after a commit.
 
@@ -75,6 +77,7 @@ def run_trial(
     tolerance: float = 0.0,
     abs_tolerance: float = 1e-6,
     baseline: str = "before",
+    reference_loss: float | None = None,
     registry: NeuronRegistry | None = None,
     accumulators: Mapping[str, NeuronAccumulator] | None = None,
     quiet: Callable[[], AbstractContextManager[Any]] = nullcontext,
@@ -89,7 +92,11 @@ def run_trial(
             (e.g. K training steps); the unmodified model runs it too with
             ``baseline="recovered"``.
         tolerance, abs_tolerance: the loss may rise by ``max(abs_tolerance,
-            tolerance·|loss_before|)``.
+            tolerance·|loss_before|)``; with ``tolerance < 0`` it must fall by at least
+            ``−tolerance·|loss_before|`` (``abs_tolerance`` is then not used).
+        reference_loss: the baseline, already measured (it is not measured again): e.g.
+            ``loss_before`` of a refused trial from this same state, whose rollback restored
+            everything, so the baseline's recovery steps are not paid twice.
         registry, accumulators: as for ``apply_plan``; on acceptance
             ``trial.record.neurons_after`` is the registry's new state.
         quiet: a context manager factory the surgery and evaluations run under (the engine
@@ -101,9 +108,10 @@ def run_trial(
         raise ConfigurationError(f"baseline must be 'before' or 'recovered', got {baseline!r}")
     if baseline == "recovered" and recover is None:
         raise ConfigurationError("baseline='recovered' needs a recover function")
-    if not (tolerance >= 0 and abs_tolerance >= 0):
+    if not (-1 < tolerance < math.inf and 0 <= abs_tolerance < math.inf):
         raise ConfigurationError(
-            f"tolerances must be ≥ 0, got tolerance={tolerance}, abs_tolerance={abs_tolerance}"
+            f"tolerance must be > -1 and abs_tolerance ≥ 0, got tolerance={tolerance}, "
+            f"abs_tolerance={abs_tolerance}"
         )
     if example_inputs is None:
         raise ConfigurationError("a trial needs a probe batch: pass example_inputs=…")
@@ -112,7 +120,11 @@ def run_trial(
     if "output_tolerance" in surgery_options:
         surgery_options["tolerance"] = surgery_options.pop("output_tolerance")
     options = SurgeryOptions(**surgery_options)
-    if baseline == "recovered":
+    if reference_loss is not None:
+        if not math.isfinite(reference_loss):
+            raise ConfigurationError(f"reference_loss must be finite, got {reference_loss}")
+        loss_before = float(reference_loss)
+    elif baseline == "recovered":
         state = TrainingState.capture(model, optimizer, accumulators)
         try:
             recover(model, optimizer)
@@ -136,7 +148,10 @@ def run_trial(
         transaction.rollback()
         state.restore()
         raise TrialError(f"trial: {type(exc).__name__}: {exc} (the plan was rolled back)") from exc
-    allowed = max(abs_tolerance, tolerance * abs(loss_before)) if math.isfinite(loss_before) else 0
+    allowed = 0.0
+    if math.isfinite(loss_before):
+        relative = tolerance * abs(loss_before)
+        allowed = relative if tolerance < 0 else max(abs_tolerance, relative)
     if not math.isfinite(loss_after):
         accepted, reason = False, f"held-out loss after surgery is {loss_after}"
     elif not math.isfinite(loss_before):
@@ -146,7 +161,7 @@ def run_trial(
         verb = "within" if accepted else "above"
         reason = (
             f"held-out loss {loss_before:.6g} → {loss_after:.6g} "
-            f"({loss_after - loss_before:+.3g}, {verb} the allowed +{allowed:.3g})"
+            f"({loss_after - loss_before:+.3g}, {verb} the allowed {allowed:+.3g})"
         )
     if not accepted:
         transaction.rollback()

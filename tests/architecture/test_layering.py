@@ -26,7 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("engine.observe", "engine.history", "engine.plan"),
     ("engine.planning", "engine.preview"),
     ("policies",),
-    ("engine.surgery", "engine.dynamics", "engine.tracked"),
+    ("engine.surgery", "engine.dynamics", "engine.tracked", "engine.sparsity"),
     ("engine.engine_surgery",),
     ("engine.core",),
     ("engine.schedule", "engine.weights", "engine.checkpoint", "engine.report", "engine.data"),
