@@ -57,16 +57,20 @@ class EngineSurgery:
 
         return listeners, announce
 
-    def _growth_gradients(self, plan: Plan) -> dict[str, torch.Tensor]:
-        """The gathered GradMax matrices ``M`` of the layers a plan grows with ``gradmax``."""
-        out = {}
+    def _growth_signals(self, plan: Plan) -> dict[str, Any]:
+        """The gathered GradMax matrices ``M`` of the layers a plan grows with ``gradmax``, and
+        the vectors that sign their new units (``gradients=``, ``gradmax_openings=``)."""
+        gradients, openings = {}, {}
         for action in plan.expand:
             layer = self.layers.get(action.layer)
             if action.init == "gradmax" and layer is not None and layer.growth is not None:
                 state = layer.growth.state()
                 if state is not None:
-                    out[action.layer] = state.mean()
-        return out
+                    gradients[action.layer] = state.mean()
+                    opening = state.opening()
+                    if opening is not None:
+                        openings[action.layer] = opening
+        return {"gradients": gradients, "gradmax_openings": openings}
 
     def _accumulators(self) -> dict[str, Any]:
         return {name: layer.accumulator for name, layer in self.layers.items()}
@@ -101,7 +105,8 @@ class EngineSurgery:
         epoch = self.last_epoch if epoch is None else epoch
         listeners, announce = self._announcer(plan, step, epoch)
         probe = self._probe(example_inputs)
-        options.setdefault("gradients", self._growth_gradients(plan))
+        for key, value in self._growth_signals(plan).items():
+            options.setdefault(key, value)
         with self.paused():
             record = apply_plan(
                 self.model, plan, optimizer, probe, registry=self.neurons,
@@ -162,7 +167,8 @@ class EngineSurgery:
             evaluate = held_out_loss(held_out, loss_fn)
         epoch = self.last_epoch if epoch is None else epoch
         listeners, announce = self._announcer(plan, step, epoch)
-        options.setdefault("gradients", self._growth_gradients(plan))
+        for key, value in self._growth_signals(plan).items():
+            options.setdefault(key, value)
         trial = run_trial(
             self.model, plan, optimizer, self._probe(example_inputs), evaluate=evaluate,
             recover=recover, tolerance=tolerance, abs_tolerance=abs_tolerance,

@@ -13,7 +13,12 @@ incoming weights lowers the loss by ``η·s²·σᵢ²`` each, to first order.
 
 ``GradientCrossAccumulator`` adds ``δᵀ·x`` per batch on the device (float32 product, float64
 sum, no host sync); ``GradientCross`` is the plain-data state (sum and batch count), merged
-exactly by adding both.
+exactly by adding both. It also sums ``x`` and ``δ`` over rows, for the sign of each new unit:
+an SVD leaves ``±ω`` open, and behind a ReLU the wrong sign closes the unit for good at its
+first step. :meth:`GradientCross.opening` gives ``v = M·x̄ + δ̄`` (``δ̄``: the gradient at the
+consumer's bias); with ``ωᵀv ≤ 0`` a first gradient step raises the new unit's
+pre-activation on the mean input (its incoming weights move by ``−η·Mᵀω``, its bias by
+``−η·δ̄ᵀω``).
 
 >>> import torch
 >>> acc = GradientCrossAccumulator("fc2")
@@ -43,6 +48,19 @@ class GradientCross:
     consumer: str
     batches: int
     total: torch.Tensor
+    # Σ over rows of x_L and of δ_C, and the row count (absent in older snapshot files)
+    input_total: torch.Tensor | None = None
+    delta_total: torch.Tensor | None = None
+    rows: int = 0
+
+    def opening(self) -> torch.Tensor | None:
+        """``v = M·x̄ + δ̄`` (consumer outputs), or None without the row sums: new units
+        whose outgoing column ``ω`` has ``ωᵀv ≤ 0`` open up at their first step."""
+        if self.input_total is None or self.delta_total is None or self.rows <= 0:
+            return None
+        return self.mean() @ (self.input_total / self.rows) + self.delta_total / max(
+            1, self.batches
+        )
 
     def mean(self) -> torch.Tensor:
         """``M``: the mean over batches (the gradient of the mean loss, for new units)."""
@@ -55,10 +73,23 @@ class GradientCross:
                 f"cannot merge growth signals of {self.consumer!r} {tuple(self.total.shape)} "
                 f"and {other.consumer!r} {tuple(other.total.shape)}"
             )
-        return GradientCross(self.consumer, self.batches + other.batches, self.total + other.total)
+        sums = None, None, 0
+        if self.input_total is not None and other.input_total is not None:
+            sums = (
+                self.input_total + other.input_total,
+                self.delta_total + other.delta_total,
+                self.rows + other.rows,
+            )
+        return GradientCross(
+            self.consumer, self.batches + other.batches, self.total + other.total, *sums
+        )
 
     def to(self, device: torch.device | str) -> GradientCross:
-        return GradientCross(self.consumer, self.batches, self.total.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return GradientCross(
+            self.consumer, self.batches, self.total.to(device), move(self.input_total),
+            move(self.delta_total), self.rows,
+        )  # fmt: skip
 
 
 class GradientCrossAccumulator:
@@ -72,6 +103,9 @@ class GradientCrossAccumulator:
 
     def reset(self) -> None:
         self._total: torch.Tensor | None = None
+        self._x_total: torch.Tensor | None = None
+        self._d_total: torch.Tensor | None = None
+        self._rows = 0
         self._batches = 0
 
     def update(self, delta: torch.Tensor, x: torch.Tensor) -> None:
@@ -81,11 +115,18 @@ class GradientCrossAccumulator:
         x = x.detach().reshape(-1, x.shape[-1])
         product = d.T.float() @ x.float()
         if self._total is None or self._total.shape != product.shape:
-            self._total = torch.zeros(product.shape, dtype=torch.float64, device=product.device)
-            self._batches = 0
+            zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=product.device)  # noqa: E731
+            self._total = zeros(*product.shape)
+            self._x_total, self._d_total = zeros(product.shape[1]), zeros(product.shape[0])
+            self._batches = self._rows = 0
         elif self._total.device != product.device:
             self._total = self._total.to(product.device)
+            self._x_total = self._x_total.to(product.device)
+            self._d_total = self._d_total.to(product.device)
         self._total.add_(product)
+        self._x_total.add_(x.sum(0, dtype=torch.float64))
+        self._d_total.add_(d.sum(0, dtype=torch.float64))
+        self._rows += x.shape[0]
         self._batches += 1
 
     @property
@@ -96,4 +137,7 @@ class GradientCrossAccumulator:
         """The plain-data state on the CPU, or None before the first batch."""
         if self._total is None:
             return None
-        return GradientCross(self.consumer, self._batches, self._total.detach().cpu().clone())
+        return GradientCross(
+            self.consumer, self._batches, self._total.detach().cpu().clone(),
+            self._x_total.cpu().clone(), self._d_total.cpu().clone(), self._rows,
+        )  # fmt: skip

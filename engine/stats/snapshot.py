@@ -69,6 +69,7 @@ class _LayerRecord(BaseModel):
     summary: dict[str, Any] = {}
     growth_consumer: str | None = None  # the layer has a growth signal (array growth_cross)
     growth_batches: NonNegativeInt = 0
+    growth_rows: NonNegativeInt = 0  # with arrays growth_input and growth_delta (newer files)
 
 
 class _SnapshotRecord(BaseModel):
@@ -209,6 +210,7 @@ class StatsSnapshot:
                     summary=layer.summary(),
                     growth_consumer=None if layer.growth is None else layer.growth.consumer,
                     growth_batches=0 if layer.growth is None else layer.growth.batches,
+                    growth_rows=0 if layer.growth is None else layer.growth.rows,
                 )
                 for name, layer in self.layers.items()
             ],
@@ -226,6 +228,9 @@ class StatsSnapshot:
                 tensors[f"{name}/co_matrix"] = layer.comoments.c.cpu().contiguous()
             if layer.growth is not None:
                 tensors[f"{name}/growth_cross"] = layer.growth.total.cpu().contiguous()
+                if layer.growth.input_total is not None:
+                    tensors[f"{name}/growth_input"] = layer.growth.input_total.cpu().contiguous()
+                    tensors[f"{name}/growth_delta"] = layer.growth.delta_total.cpu().contiguous()
         record = self._record()
         digest = _layers_digest(record["layers"])
         atomic_write_bytes(directory / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
@@ -308,7 +313,16 @@ def _layer_from_arrays(
         key = f"{rec.name}/growth_cross"
         if key not in tensors or tensors[key].dim() != 2:
             raise SnapshotError(f"{path}: array {key!r} is missing or not a matrix")
-        growth = GradientCross(rec.growth_consumer, rec.growth_batches, tensors[key].double())
+        total = tensors[key].double()
+        sums: tuple = (None, None, 0)
+        if rec.growth_rows:
+            x_key, d_key = f"{rec.name}/growth_input", f"{rec.name}/growth_delta"
+            shapes = {x_key: (total.shape[1],), d_key: (total.shape[0],)}
+            for k, shape in shapes.items():
+                if k not in tensors or tuple(tensors[k].shape) != shape:
+                    raise SnapshotError(f"{path}: array {k!r} is missing or not of shape {shape}")
+            sums = (tensors[x_key].double(), tensors[d_key].double(), rec.growth_rows)
+        growth = GradientCross(rec.growth_consumer, rec.growth_batches, total, *sums)
     return LayerSnapshot(
         rec.name, rec.module_type, list(rec.neuron_ids), moments, cm, rec.observation, bounds,
         growth,

@@ -12,14 +12,15 @@ New action types register with ``@applies(ActionType)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from engine.errors import SurgeryError
 from engine.plan.actions import ExpandAction, FoldAction, MergeAction, PruneAction
-from engine.surgery.gradmax import gradmax_outgoing
+from engine.surgery.checks import gradmax_consumer
+from engine.surgery.gradmax import gradmax_outgoing, rows_now
 from engine.surgery.groups import GroupMember
 from engine.surgery.operations import expand_units, fold_units, remove_units
 from engine.surgery.units import UnitBook
@@ -38,6 +39,7 @@ class ActionContext:
     book: UnitBook
     gradients: Mapping[str, torch.Tensor]
     gradmax_epsilon: float
+    gradmax_openings: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 Applier = Callable[[Any, ActionContext], tuple[list[str], bool]]
@@ -104,7 +106,16 @@ def _expand(action: ExpandAction, ctx: ActionContext) -> tuple[list[str], bool]:
     outgoing = None
     if gradmax:
         gradient = ctx.gradients[action.layer]
-        outgoing = gradmax_outgoing(ctx.workspace, ctx.members, gradient, action.count)
+        opening = ctx.gradmax_openings.get(action.layer)
+        consumer = gradmax_consumer(ctx.members)
+        if consumer is not None and consumer.name in ctx.book.maps:
+            # the consumer's own units may have changed earlier in this plan (e.g. a fold)
+            gradient = rows_now(gradient, ctx.book.maps[consumer.name])
+            if opening is not None:
+                opening = rows_now(opening[:, None], ctx.book.maps[consumer.name])[:, 0]
+        outgoing = gradmax_outgoing(
+            ctx.workspace, ctx.members, gradient, action.count, opening=opening
+        )
     sources = list(action.source_indices or []) or None
     notes = expand_units(
         ctx.workspace, ctx.members, action.count, action.init, sources, action.noise, outgoing,

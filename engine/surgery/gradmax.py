@@ -31,7 +31,7 @@ from engine.surgery.checks import gradmax_consumer
 from engine.surgery.groups import GroupMember
 from engine.surgery.workspace import Workspace
 
-__all__ = ["gradmax_gradient", "gradmax_outgoing"]
+__all__ = ["gradmax_gradient", "gradmax_outgoing", "rows_now"]
 
 
 def gradmax_gradient(
@@ -72,14 +72,39 @@ def gradmax_gradient(
 
 
 def gradmax_outgoing(
-    ws: Workspace, members: list[GroupMember], gradient: Tensor, count: int
+    ws: Workspace,
+    members: list[GroupMember],
+    gradient: Tensor,
+    count: int,
+    opening: Tensor | None = None,
 ) -> Tensor:
     """Outgoing columns ``(consumer out, count)``: the top ``count`` left singular vectors of
-    ``gradient``, scaled to the median norm of the consumer's existing columns."""
+    ``gradient``, scaled to the median norm of the consumer's existing columns. An SVD leaves
+    each column's sign open; with ``opening`` (``v``, see ``GradientCross.opening``) each is
+    signed so that ``ωᵀv ≤ 0``: behind a ReLU, the first gradient step then raises the new
+    unit's pre-activation instead of closing the unit for good."""
     consumer = gradmax_consumer(members)
     if consumer is None:
         raise SurgeryError("gradmax growth supports a Linear layer with one Linear consumer")
     u, _, _ = torch.linalg.svd(gradient.double(), full_matrices=False)
+    if opening is not None:
+        flip = (opening.double().to(u.device) @ u) > 0
+        u = torch.where(flip[None, :], -u, u)
     weight = ws.get(consumer.module, "weight").detach().double()
     scale = weight.norm(dim=0).median() if weight.numel() else torch.tensor(1.0)
     return u[:, :count] * scale
+
+
+def rows_now(gradient: Tensor, units_now: list[int]) -> Tensor:
+    """``gradient``'s rows for the consumer's units as they are now, in an earlier action of
+    the same plan changed them: ``units_now[k]`` is the original index of the consumer's
+    ``k``-th unit, or -1 for a unit grown in this plan (no gradient yet: a zero row).
+
+    >>> rows_now(torch.arange(6.0).reshape(3, 2), [2, 0, -1])
+    tensor([[4., 5.],
+            [0., 1.],
+            [0., 0.]])
+    """
+    index = torch.tensor(units_now, dtype=torch.long)
+    rows = gradient[index.clamp_min(0)]
+    return torch.where((index >= 0)[:, None], rows, torch.zeros_like(rows))

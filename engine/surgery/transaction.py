@@ -83,6 +83,7 @@ class SurgeryOptions:
     """How one plan is carried out (see :func:`apply_plan` for each field)."""
 
     gradients: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    gradmax_openings: Mapping[str, torch.Tensor] = field(default_factory=dict)
     gradmax_epsilon: float = 1e-4
     allow_output_changes: bool = False
     tolerance: float | None = None
@@ -107,6 +108,7 @@ def apply_plan(
     registry: NeuronRegistry | None = None,
     accumulators: Mapping[str, NeuronAccumulator] | None = None,
     gradients: Mapping[str, torch.Tensor] | None = None,
+    gradmax_openings: Mapping[str, torch.Tensor] | None = None,
     gradmax_epsilon: float = 1e-4,
     allow_output_changes: bool = False,
     tolerance: float | None = None,
@@ -128,13 +130,16 @@ def apply_plan(
             (survivors keep theirs bitwise, grown units start unknown).
         gradients: for ``gradmax`` growth, per layer, the consumer's gradient matrix
             ``Σ δ·xᵀ`` (``engine.surgery.gradmax_gradient`` computes it).
+        gradmax_openings: per layer, the vector ``v`` that signs the new units' outgoing
+            columns (``ωᵀv ≤ 0``: a first step opens them; ``GradientCross.opening``).
         tolerance: refuse (and roll back) when an action marked exact changes the probe's
             outputs by more than this.
         measure: ``"action"`` (probe after each action), ``"plan"`` (once) or ``"none"``.
         on_validated: called once the plan passed every check, before anything changes.
     """
     options = SurgeryOptions(
-        gradients=gradients or {}, gradmax_epsilon=gradmax_epsilon,
+        gradients=gradients or {}, gradmax_openings=gradmax_openings or {},
+        gradmax_epsilon=gradmax_epsilon,
         allow_output_changes=allow_output_changes, tolerance=tolerance, measure=measure,
         step=step, epoch=epoch, on_validated=on_validated,
     )  # fmt: skip
@@ -264,7 +269,7 @@ class Transaction:
         params, width = _params(self.model), self.book.width(action.layer)
         ctx = ActionContext(
             self.workspace, members, self.book, self.options.gradients,
-            self.options.gradmax_epsilon,
+            self.options.gradmax_epsilon, self.options.gradmax_openings,
         )  # fmt: skip
         notes, exact = apply_action(action, ctx)
         if any(isinstance(m.module, nn.LayerNorm) for m in members):
