@@ -65,6 +65,22 @@ def digits(seed: int, *, fast: bool, images: bool = False) -> DataSplit:
         sys.exit(str(exc))
 
 
+def held_out_part(split: DataSplit, fraction: float) -> tuple[DataSplit, tuple]:
+    """The split without the last ``fraction`` of its (already shuffled) training part, and
+    that part as an ``(x, y)`` batch: held-out data for trials, never trained on."""
+    n = len(split.x_train)
+    cut = n - max(1, round(fraction * n))
+    rest = DataSplit(
+        split.x_train[:cut], split.y_train[:cut], split.x_test, split.y_test, split.num_classes
+    )
+    return rest, (split.x_train[cut:], split.y_train[cut:])
+
+
+def scaled(width: int, scale: float) -> int:
+    """``width × scale``, rounded, at least 1."""
+    return max(1, round(width * scale))
+
+
 def mlp(widths: Sequence[int] = (128, 64), inputs: int = 64, classes: int = 10) -> nn.Sequential:
     """``Linear → ReLU`` blocks named fc1, relu1, … and an output layer ``fc_out``."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()

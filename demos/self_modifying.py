@@ -1,15 +1,19 @@
-"""Self-modifying training: the engine prunes, merges and grows an MLP and a CNN while they train.
+"""Self-modifying training: the engine sizes an MLP and a CNN while they train.
 
 An MLP (64-128-64-10) and a small CNN (conv 16-32, fc 64) learn scikit-learn's digits. Every
-few epochs the engine runs the policies of ``demos/self_modifying.yaml`` on the statistics it
-gathered since the last surgery, writes the plan, and applies it to the live model and its Adam
-optimizer (training goes on with the same optimizer object). A weight tracker snapshots every
-epoch and every surgery and keeps the change log. The same architecture is trained unchanged
-beside it for comparison.
+few epochs the engine runs the policies of ``policies/autosize.yaml`` on the statistics it
+gathered since the last surgery (GradMax growth where the loss says more units would help, a
+budget fold of what the loss can spare), writes the plan, and applies it to the live model and
+its Adam optimizer as a *trial*: after a few recovery steps the held-out loss (a part of the
+training split the model never trains on) is compared with the unmodified model's, and a plan
+that made it worse is rolled back bitwise, then retried with a smaller removal step. A weight
+tracker snapshots every epoch and every surgery and keeps the change log. The same
+architecture is trained unchanged beside it for comparison.
 
-    python demos/self_modifying.py             # 30 epochs each (about 20 s on one thread)
+    python demos/self_modifying.py             # 30 epochs each (about a minute on one thread)
     python demos/self_modifying.py --fast      # a subset, 8 epochs (smoke test)
-    python demos/self_modifying.py --models mlp --epochs 40 --every 4
+    python demos/self_modifying.py --scale 0.25   # start at a quarter of the widths: it grows
+    python demos/self_modifying.py --config demos/self_modifying.yaml --no-trials  # activity
 
 Writes, under the output folder (default outputs/self_modifying), for each model:
 
@@ -36,17 +40,22 @@ from pathlib import Path
 
 import demo_utils as du
 import torch
+import torch.nn.functional as F
 from self_modifying_report import plot_accuracy, widths_from_log, write_summary_table
 
-from engine import NeuronEngine, SurgerySchedule
+from engine import NeuronEngine, SurgerySchedule, recovery_steps
 from engine.weights import WeightTracker
 from engine.weights.plots import plot_architecture_timeline
 
-CONFIG = Path(__file__).with_name("self_modifying.yaml")
+CONFIG = Path(__file__).resolve().parents[1] / "policies" / "autosize.yaml"
+HELD_OUT_FRACTION = 0.15  # of the training split: the trials' judge, never trained on
+RECOVERY_STEPS = 10  # training steps inside each trial before it is judged
 MODELS = {
-    "mlp": dict(build=lambda: du.mlp((128, 64)), images=False, lr=1e-3),
-    "cnn": dict(build=lambda: du.small_cnn((16, 32), 64), images=True, lr=3e-3),
-}
+    "mlp": dict(build=lambda k: du.mlp((du.scaled(128, k), du.scaled(64, k))), images=False,
+                lr=1e-3),
+    "cnn": dict(build=lambda k: du.small_cnn((du.scaled(16, k), du.scaled(32, k)),
+                                             du.scaled(64, k)), images=True, lr=3e-3),
+}  # fmt: skip
 
 
 def tracked_widths(engine: NeuronEngine) -> dict[str, int]:
@@ -54,10 +63,10 @@ def tracked_widths(engine: NeuronEngine) -> dict[str, int]:
     return {name: layer.kind.units(layer.module) for name, layer in engine.layers.items()}
 
 
-def train_fixed(name: str, split, epochs: int, seed: int) -> list[float]:
+def train_fixed(name: str, split, epochs: int, seed: int, scale: float) -> list[float]:
     """The same architecture trained without modification: test accuracy per epoch."""
     torch.manual_seed(seed)
-    model = MODELS[name]["build"]()
+    model = MODELS[name]["build"](scale)
     opt = torch.optim.Adam(model.parameters(), lr=MODELS[name]["lr"])
     generator = torch.Generator().manual_seed(seed)
     curve = []
@@ -72,16 +81,23 @@ def run_model(name: str, args, out: Path) -> dict:
     du.fresh_run_dir(out / "weights")  # a re-run starts afresh (only our own files go)
     for old_plan in (out / "plans").glob("plan-epoch*.json"):
         old_plan.unlink()
-    split = du.digits(args.seed, fast=args.fast, images=MODELS[name]["images"])
+    split, held_out = du.held_out_part(
+        du.digits(args.seed, fast=args.fast, images=MODELS[name]["images"]), HELD_OUT_FRACTION
+    )
     torch.manual_seed(args.seed)
-    model = MODELS[name]["build"]()
+    model = MODELS[name]["build"](args.scale)
     opt = torch.optim.Adam(model.parameters(), lr=MODELS[name]["lr"])
-    engine = NeuronEngine(model, correlation=True)
+    engine = NeuronEngine(model, correlation=True, growth_signal=True)
     tracker = WeightTracker(engine, out / "weights", example_inputs=split.x_train[:8])
     engine.add_listener(tracker)
+    trials = {} if args.no_trials else dict(
+        held_out=held_out, loss_fn=F.cross_entropy,
+        recover=recovery_steps(split.x_train, split.y_train, F.cross_entropy, RECOVERY_STEPS),
+        trial_options={"tolerance": 0.01, "baseline": "recovered"}, min_growth_gain=0.005,
+    )  # fmt: skip
     schedule = SurgerySchedule(
         engine, opt, args.config, every=args.every, stop=args.epochs - args.every,
-        plans_dir=out / "plans", measure="plan",
+        plans_dir=out / "plans", measure="plan", **trials,
     )  # fmt: skip
     initial = tracked_widths(engine)
     params = [du.count_parameters(model)]
@@ -99,8 +115,12 @@ def run_model(name: str, args, out: Path) -> dict:
         engine.log_epoch(epoch, loss=loss, accuracy=train_acc, test_accuracy=test_acc,
                          parameters=du.count_parameters(model))  # fmt: skip
         tracker.on_epoch(epoch, loss=loss)
+        tried = len(schedule.trials)
         record = schedule.epoch_end(epoch)
         line = f"[{name}] epoch {epoch + 1:>2}/{args.epochs}  loss {loss:.4f}  test {test_acc:.3f}"
+        refused = [t for t in schedule.trials[tried:] if not t.accepted]
+        if refused:
+            line += f"  | {len(refused)} trial(s) rolled back ({refused[-1].reason})"
         if record is not None:
             after = du.accuracy(model, split.x_test, split.y_test)
             kinds = Counter(a.kind for a in record.actions)
@@ -119,7 +139,7 @@ def run_model(name: str, args, out: Path) -> dict:
     from_log = widths_from_log(initial, changes)
     plot_architecture_timeline(tracker.snapshots(), changes, path=out / "architecture.png")
     engine.history.save(out / "history.json")
-    fixed = [] if args.no_baseline else train_fixed(name, split, args.epochs, args.seed)
+    fixed = [] if args.no_baseline else train_fixed(name, split, args.epochs, args.seed, args.scale)
     plot_accuracy(name, curve, fixed, params[1:], surgeries, out / "accuracy.png")
     shutil.copyfile(tracker.run_dir / "changes.jsonl", out / "changes.jsonl")
     summary = {
@@ -127,11 +147,17 @@ def run_model(name: str, args, out: Path) -> dict:
         "epochs": args.epochs,
         "every": args.every,
         "config": str(args.config),
+        "width_scale": args.scale,
+        "trials": {
+            "tried": len(schedule.trials),
+            "kept": sum(t.accepted for t in schedule.trials),
+            "rolled_back": sum(not t.accepted for t in schedule.trials),
+        },
         "initial_widths": initial,
         "final_widths": final,
         "widths_from_change_log": from_log,
         "widths_match_change_log": from_log == final,
-        "actions": dict(Counter(c.kind for c in changes)),
+        "actions": dict(Counter(c.kind for c in changes if c.trial != "rolled_back")),
         "surgeries": surgeries,
         "parameters": {"initial": params[0], "final": params[-1]},
         "test_accuracy": {"final": curve[-1], "fixed_architecture": fixed[-1] if fixed else None},
@@ -152,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=None, help="epochs between surgeries")
     parser.add_argument("--config", type=Path, default=CONFIG, help="policy YAML")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed model")
+    parser.add_argument("--scale", type=float, default=1.0, help="start at this × the widths")
+    parser.add_argument(
+        "--no-trials", action="store_true", help="apply every plan without a held-out judge"
+    )
     args = du.parse_demo_arguments(parser, argv)
     args.epochs = args.epochs or (8 if args.fast else 30)
     args.every = args.every or (2 if args.fast else 3)

@@ -19,9 +19,12 @@ KIND_COLOURS = {"prune": "tab:red", "merge": "tab:purple", "fold": "tab:purple",
 def widths_from_log(initial: dict[str, int], changes: Sequence[Any]) -> dict[str, int]:
     """Replay the change log on the initial widths: each entry removes its ``removed_ids``
     (pruned or merged away) from its layer and adds its ``added_ids``. Valid for layers that
-    are not coupled to others (an entry of a coupled group lists the IDs of every member)."""
+    are not coupled to others (an entry of a coupled group lists the IDs of every member).
+    Entries of trials that were rolled back are skipped."""
     widths = dict(initial)
     for entry in changes:
+        if getattr(entry, "trial", None) == "rolled_back":
+            continue  # a refused trial was undone: its entry records what was tried
         widths[entry.layer] += len(entry.added_ids) - len(entry.removed_ids)
     return widths
 

@@ -47,7 +47,8 @@ def plot_architecture_timeline(
     snapshots: Sequence[Any], changes: Sequence[Any] = (), path: str | Path | None = None
 ) -> Figure:
     """Width of every tracked layer per snapshot (a step line), with a vertical mark per
-    surgery action (``ChangeEntry``), coloured by kind (prune, merge, fold, expand)."""
+    surgery action (``ChangeEntry``), coloured by kind (prune, merge, fold, expand); actions of
+    trials that were rolled back are not drawn."""
     entries = entries_of(snapshots)
     if not entries:
         raise WeightPlotError("the architecture timeline needs at least one snapshot")
@@ -63,6 +64,8 @@ def plot_architecture_timeline(
     seq_x = {e.seq: xi for e, xi in zip(entries, x)}
     kinds = set()
     for change in changes:
+        if getattr(change, "trial", None) == "rolled_back":
+            continue  # a refused trial changed nothing
         at = _event_x(change, seq_x, xlabel)
         if at is not None:
             ax.axvline(at, color=EVENT_COLORS.get(change.kind, "grey"), ls=":", lw=1.2)
