@@ -125,6 +125,7 @@ def plot(results: dict[str, dict[str, list[dict]]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     markers = dict(zip(ROWS, "os^vD", strict=True))
@@ -134,11 +135,12 @@ def plot(results: dict[str, dict[str, list[dict]]], path: Path) -> None:
             ys = [r["accuracy"] for r in rows[row]]
             ax.scatter(xs, ys, marker=markers[row], label=row, alpha=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a log axis collide
         ax.set_xlabel("parameters (log)")
         ax.set_ylabel("test accuracy %")
         ax.set_title(task)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -76,7 +76,8 @@ class Settings:
     held_out_fraction: float = 0.15
     recovery: int = 10  # training steps inside each trial before it is judged
     tolerance: float = 0.01  # a cut may raise the held-out loss by 1 % (relative)…
-    min_growth_gain: float = 0.005  # …and growth must lower it by 0.5 %
+    min_growth_gain: float = 0.002  # …and growth must lower it by 0.2 %
+    cut_budget: float | None = 0.02  # all kept cuts together: at most +2 %
     config: Path = AUTOSIZE
     apply_options: dict = field(default_factory=dict)
 
@@ -145,7 +146,7 @@ def train_self_sizing(
         held_out=held_out, loss_fn=F.cross_entropy,
         recover=recover,
         trial_options={"tolerance": s.tolerance, "baseline": "recovered"},
-        min_growth_gain=s.min_growth_gain,
+        min_growth_gain=s.min_growth_gain, shrink_start=s.epochs // 3, cut_budget=s.cut_budget,
         **s.apply_options,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(seed)

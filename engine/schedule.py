@@ -59,6 +59,13 @@ class SurgerySchedule:
             kept for the next surgery (``shrink_scale``), and a kept cut at the full current
             scale lengthens it again by ``1/backoff`` (up to 1): pruning approaches the
             smallest size the held-out loss allows in bounded, adaptive steps.
+        cut_budget: in trial mode, the share by which all kept cuts together may raise the
+            held-out loss (each cut's rise, relative to its baseline, is added up; a cut is
+            judged with what is left as its tolerance). Without it every cut gets the full
+            tolerance, and small rises ratchet up over many surgeries.
+        shrink_start: surgeries before this epoch only grow (``shrink_scale=0``): a warm-up,
+            so that a network is cut once it has learnt for a while, not while its loss still
+            falls fast and any cut looks cheap.
         min_growth_gain: in trial mode, a plan that grows is kept only when the held-out loss
             fell by at least this share (e.g. 0.005: new units must pay for themselves). None:
             a growing plan is judged like any other.
@@ -87,6 +94,8 @@ class SurgerySchedule:
         backoff: float = 0.5,
         min_shrink_scale: float = 0.125,
         min_growth_gain: float | None = None,
+        shrink_start: int | None = None,
+        cut_budget: float | None = None,
         **apply_options: Any,
     ) -> None:
         if every < 1:
@@ -117,6 +126,11 @@ class SurgerySchedule:
         if min_growth_gain is not None and not 0.0 <= min_growth_gain < 1.0:
             raise ConfigurationError(f"min_growth_gain must be in [0, 1), got {min_growth_gain}")
         self.min_growth_gain = min_growth_gain
+        self.shrink_start = shrink_start
+        if cut_budget is not None and not 0.0 <= cut_budget < 1.0:
+            raise ConfigurationError(f"cut_budget must be in [0, 1), got {cut_budget}")
+        self.cut_budget = cut_budget
+        self.cut_budget_used = 0.0
         self.backoff = backoff
         self.min_shrink_scale = min_shrink_scale
         self.shrink_scale = 1.0
@@ -141,7 +155,7 @@ class SurgerySchedule:
         if self.evaluate is not None:
             record = self._trials(epoch, step)
         else:
-            plan = self._propose(epoch, 1.0)
+            plan = self._propose(epoch, 1.0 if self._cuts_allowed(epoch) else 0.0)
             if _has_actions(plan):
                 record = self.engine.apply(
                     plan, self.optimizer, epoch=epoch, step=step, **self.apply_options
@@ -149,6 +163,9 @@ class SurgerySchedule:
                 self.records.append(record)
         self.engine.reset()  # statistics of the old shapes say nothing about the new ones
         return record
+
+    def _cuts_allowed(self, epoch: int) -> bool:
+        return self.shrink_start is None or epoch >= self.shrink_start
 
     def _propose(self, epoch: int, scale: float, grow: bool = True) -> Plan:
         plan = self.engine.propose(self.config, epoch=epoch, shrink_scale=scale, grow=grow)
@@ -161,7 +178,7 @@ class SurgerySchedule:
 
     def _trials(self, epoch: int, step: int | None) -> SurgeryRecord | None:
         """Trial the plan; after a refusal, try a smaller one (see the class docstring)."""
-        scale, grow = self.shrink_scale, True
+        scale, grow = (self.shrink_scale if self._cuts_allowed(epoch) else 0.0), True
         reference: dict[str, float] = {}  # a refused trial's baseline holds for the retries
         while True:
             plan = self._propose(epoch, scale, grow)
@@ -171,6 +188,8 @@ class SurgerySchedule:
             options = dict(self.trial_options)
             if "expand" in kinds and self.min_growth_gain is not None:
                 options["tolerance"] = -self.min_growth_gain  # new units must pay for themselves
+            elif "expand" not in kinds and self.cut_budget is not None:
+                options["tolerance"] = max(0.0, self.cut_budget - self.cut_budget_used)
             trial = self.engine.trial(
                 plan, self.optimizer, evaluate=self.evaluate, recover=self.recover,
                 epoch=epoch, step=step, **reference, **options, **self.apply_options,
@@ -180,6 +199,8 @@ class SurgerySchedule:
                 reference = {"reference_loss": trial.loss_before}
             if trial.accepted:
                 self.records.append(trial.record)
+                if "expand" not in kinds and trial.loss_change is not None and trial.loss_before:
+                    self.cut_budget_used += max(0.0, trial.loss_change / abs(trial.loss_before))
                 if kinds - {"expand"} and scale == self.shrink_scale:  # a kept cut: lengthen
                     self.shrink_scale = min(1.0, scale / self.backoff)
                 return trial.record
@@ -188,6 +209,8 @@ class SurgerySchedule:
                     return None
                 grow = False  # the growth was refused: what can the network spare instead?
                 continue
+            if scale == 0.0:
+                return None  # cuts were not asked for (warm-up): nothing smaller to try
             smaller = scale * self.backoff
             if smaller < self.min_shrink_scale - 1e-12:
                 self.shrink_scale = self.min_shrink_scale

@@ -156,3 +156,29 @@ def test_propose_checks_the_scale_and_zero_leaves_only_growth():
         engine.propose(config, shrink_scale=1.5)
     kinds = [a.kind for a in engine.propose(config, shrink_scale=0.0).actions()]
     assert kinds == ["expand"]
+
+
+def test_before_shrink_start_only_growth_is_proposed():
+    model, engine, schedule = setup([_PruneFirst(fraction=0.5), _GrowTwo()],
+                                    lambda m: 0.0, shrink_start=1)  # fmt: skip
+    epoch(model, engine, schedule, 0)
+    assert [sorted({a.kind for a in p.actions()}) for _, p in schedule.plans] == [["expand"]]
+    epoch(model, engine, schedule, 1)
+    assert sorted({a.kind for a in schedule.plans[-1][1].actions()}) == ["expand", "prune"]
+    assert schedule.shrink_scale == 1.0
+
+
+def test_the_cut_budget_adds_up_the_rises_of_kept_cuts():
+    def judge(model):  # every removed unit of layer 0 raises the loss by 0.2 %
+        return 1.0 + 0.002 * (32 - model[0].out_features)
+
+    model, engine, schedule = setup(
+        [_PruneFirst(fraction=0.125)], judge, cut_budget=0.01, min_shrink_scale=1.0,
+        trial_options={"tolerance": 0.05},
+    )  # fmt: skip
+    epoch(model, engine, schedule, 0)  # 4 units: +0.8 %, within the budget of 1 %
+    epoch(model, engine, schedule, 1)  # 3 more: +0.6 %, only 0.2 % left
+    assert [t.accepted for t in schedule.trials] == [True, False]
+    assert model[0].out_features == 28 and round(schedule.cut_budget_used, 6) == 0.008
+    with pytest.raises(ConfigurationError, match="cut_budget"):
+        setup([], judge, cut_budget=-0.1)

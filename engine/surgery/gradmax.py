@@ -92,7 +92,13 @@ def gradmax_outgoing(
         u = torch.where(flip[None, :], -u, u)
     weight = ws.get(consumer.module, "weight").detach().double()
     scale = weight.norm(dim=0).median() if weight.numel() else torch.tensor(1.0)
-    return u[:, :count] * scale
+    columns = u[:, :count] * scale
+    if columns.shape[1] < count:  # more units than directions (the consumer was cut in this
+        # plan, or M has fewer rows than count): the rest start with zero outgoing weights
+        columns = torch.cat(
+            [columns, columns.new_zeros(columns.shape[0], count - columns.shape[1])], 1
+        )
+    return columns
 
 
 def rows_now(gradient: Tensor, units_now: list[int]) -> Tensor:

@@ -73,3 +73,15 @@ def test_growth_and_a_fold_of_its_consumer_in_one_plan():
     assert model[2].weight.shape == (8 - len(fold.remove), 7)
     assert record.params_after == sum(p.numel() for p in model.parameters())
     assert (model(x[:16]) - before).abs().max() < 0.5  # the fold approximates, growth keeps
+
+
+def test_more_new_units_than_directions_get_zero_outgoing_columns():
+    model, engine, opt, x, _ = trained_engine()
+    budget = {"policies": [{"name": "budget", "settings": {"fractions": {"2": 0.5}}}]}
+    fold = next(a for a in engine.propose(budget).actions() if isinstance(a, FoldAction))
+    grow = ExpandAction(layer="0", count=6, init="gradmax", reason="t")  # M keeps 4 rows
+    engine.apply(Plan.create([fold, grow], engine.layout), opt)
+    rows = 8 - len(fold.remove)
+    new = model[2].weight.detach()[:, 5:]
+    assert new.shape == (rows, 6) and model(x[:4]).shape == (4, 3)
+    assert (new[:, :rows].norm(dim=0) > 0).all() and (new[:, rows:] == 0).all()
