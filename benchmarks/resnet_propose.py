@@ -35,30 +35,12 @@ import torch
 import torch_pruning as tp
 from timing import interleave, summarize, timed
 from torch import nn
+from tracking_overhead import BasicBlock  # torchvision-style, shared with that benchmark
 
 from engine import NeuronEngine
 from policies import BudgetPolicy
 
 BUDGET = 0.3  # share of the parameters removed
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                            nn.BatchNorm2d(cout))  # fmt: skip
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 class ResNet18(nn.Module):

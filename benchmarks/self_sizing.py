@@ -89,7 +89,8 @@ def verdicts(rows: dict[str, list[dict]]) -> dict[str, Any]:
 def table(results: dict[str, dict[str, list[dict]]], s: Settings, seeds: list[int]) -> str:
     lines = [
         f"Mean over seeds {seeds}; {s.epochs} epochs, surgery every {s.every} (trials: "
-        f"{s.recovery} recovery steps, tolerance {s.tolerance:g}).",
+        f"{s.recovery} recovery steps, cut budget {s.cut_budget:g}, growth must gain "
+        f"{s.min_growth_gain:g}, cuts from epoch {s.epochs // 3}).",
         "",
         "| task | run | test accuracy % | parameters | × fixed wide | final widths "
         "| steps × fixed |",

@@ -75,9 +75,8 @@ class Settings:
     batch: int = 64
     held_out_fraction: float = 0.15
     recovery: int = 10  # training steps inside each trial before it is judged
-    tolerance: float = 0.01  # a cut may raise the held-out loss by 1 % (relative)…
-    min_growth_gain: float = 0.002  # …and growth must lower it by 0.2 %
-    cut_budget: float | None = 0.02  # all kept cuts together: at most +2 %
+    min_growth_gain: float = 0.002  # growth must lower the held-out loss by 0.2 %
+    cut_budget: float = 0.02  # all kept cuts together: at most +2 % (net) of the held-out loss
     config: Path = AUTOSIZE
     apply_options: dict = field(default_factory=dict)
 
@@ -109,6 +108,13 @@ def _steps_per_epoch(n: int, batch: int) -> int:
     return -(-n // batch)
 
 
+def _run(model: nn.Module, task: Task, data: DataSplit, steps: int, started: float, history=()):
+    return Run(
+        100 * du.accuracy(model, data.x_test, data.y_test), du.count_parameters(model),
+        widths(model, task.layers), steps, time.perf_counter() - started, list(history),
+    )  # fmt: skip
+
+
 def train_fixed(task: Task, scale: float, data: DataSplit, seed: int, s: Settings) -> Run:
     """The architecture at ``scale`` × the demo's widths, trained unchanged."""
     started = time.perf_counter()
@@ -118,11 +124,7 @@ def train_fixed(task: Task, scale: float, data: DataSplit, seed: int, s: Setting
     generator = torch.Generator().manual_seed(seed)
     for _ in range(s.epochs):
         du.train_epoch(model, opt, data.x_train, data.y_train, s.batch, generator)
-    return Run(
-        100 * du.accuracy(model, data.x_test, data.y_test), du.count_parameters(model),
-        widths(model, task.layers), s.epochs * _steps_per_epoch(len(data.x_train), s.batch),
-        time.perf_counter() - started,
-    )  # fmt: skip
+    return _run(model, task, data, s.epochs * _steps_per_epoch(len(data.x_train), s.batch), started)
 
 
 def train_self_sizing(
@@ -145,7 +147,7 @@ def train_self_sizing(
         engine, opt, s.config, every=s.every, stop=s.epochs - s.every,
         held_out=held_out, loss_fn=F.cross_entropy,
         recover=recover,
-        trial_options={"tolerance": s.tolerance, "baseline": "recovered"},
+        trial_options={"baseline": "recovered"},
         min_growth_gain=s.min_growth_gain, shrink_start=s.epochs // 3, cut_budget=s.cut_budget,
         **s.apply_options,
     )  # fmt: skip
@@ -172,10 +174,7 @@ def train_self_sizing(
                 )
             )  # fmt: skip
     total = s.epochs * _steps_per_epoch(len(data.x_train), s.batch) + s.recovery * len(recoveries)
-    return Run(
-        100 * du.accuracy(model, data.x_test, data.y_test), du.count_parameters(model),
-        widths(model, task.layers), total, time.perf_counter() - started, history,
-    )  # fmt: skip
+    return _run(model, task, data, total, started, history)
 
 
 def train_peer(
@@ -207,8 +206,4 @@ def train_peer(
         opt = torch.optim.Adam(model.parameters(), lr=task.lr)  # TP leaves the optimizer stale
     for _ in range(s.epochs - first):
         du.train_epoch(model, opt, data.x_train, data.y_train, s.batch, generator)
-    return Run(
-        100 * du.accuracy(model, data.x_test, data.y_test), du.count_parameters(model),
-        widths(model, task.layers), s.epochs * _steps_per_epoch(len(data.x_train), s.batch),
-        time.perf_counter() - started,
-    )  # fmt: skip
+    return _run(model, task, data, s.epochs * _steps_per_epoch(len(data.x_train), s.batch), started)

@@ -60,9 +60,10 @@ class SurgerySchedule:
             scale lengthens it again by ``1/backoff`` (up to 1): pruning approaches the
             smallest size the held-out loss allows in bounded, adaptive steps.
         cut_budget: in trial mode, the share by which all kept cuts together may raise the
-            held-out loss (each cut's rise, relative to its baseline, is added up; a cut is
-            judged with what is left as its tolerance). Without it every cut gets the full
-            tolerance, and small rises ratchet up over many surgeries.
+            held-out loss: each kept cut's change, relative to its baseline, is added up (a cut
+            that lowered the loss gives some back), and a cut is judged with what is left as
+            its tolerance (instead of ``trial_options["tolerance"]``). Without it every cut
+            gets the full tolerance, and small rises ratchet up over many surgeries.
         shrink_start: surgeries before this epoch only grow (``shrink_scale=0``): a warm-up,
             so that a network is cut once it has learnt for a while, not while its loss still
             falls fast and any cut looks cheap.
@@ -200,7 +201,7 @@ class SurgerySchedule:
             if trial.accepted:
                 self.records.append(trial.record)
                 if "expand" not in kinds and trial.loss_change is not None and trial.loss_before:
-                    self.cut_budget_used += max(0.0, trial.loss_change / abs(trial.loss_before))
+                    self.cut_budget_used += trial.loss_change / abs(trial.loss_before)
                 if kinds - {"expand"} and scale == self.shrink_scale:  # a kept cut: lengthen
                     self.shrink_scale = min(1.0, scale / self.backoff)
                 return trial.record

@@ -19,6 +19,7 @@ function-preserving (``gradmax`` or ``zero_outgoing``). Every layer left alone g
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -43,6 +44,10 @@ class LossGrowthSettings(PolicySettings):
     cooldown_epochs: int = Field(default=0, ge=0)
     min_batches: int = Field(default=10, ge=1)
     init: str = Field(default="gradmax", pattern="^(gradmax|zero_outgoing)$")
+    # A layer without a GradMax signal (a convolution, a residual stream, a consumer that is
+    # not one Linear): "skip" it, or grow it by growth_fraction with zero outgoing weights and
+    # let a trial (SurgerySchedule(min_growth_gain=…)) say whether the new units pay.
+    without_signal: Literal["skip", "zero_outgoing"] = "skip"
 
 
 @register_policy
@@ -63,13 +68,17 @@ class LossGrowthPolicy(Policy):
                 "engine.log_epoch(epoch, loss=...) before propose (snapshot metadata 'loss', "
                 f"got {loss!r})"
             )
-        candidates = []
+        candidates, blind = [], []
         for name, layer in snapshot.layers.items():
             if name not in layout.layers:
                 continue
-            why = self._why_not(name, layer, layout, guard)
+            unestimated = layer.growth is None and s.without_signal == "zero_outgoing"
+            why = self._why_not(name, layer, layout, guard, unestimated)
             if why is not None:
                 guard.note(self.name, name, why)
+                continue
+            if unestimated:
+                blind.append(name)
                 continue
             gains = self._unit_gains(name, layer, layout, float(loss))
             count = int((gains >= s.min_unit_gain).sum())
@@ -86,19 +95,23 @@ class LossGrowthPolicy(Policy):
                            f"{s.min_gain_share}")  # fmt: skip
                 continue
             candidates.append((share, name, count, gains[:count]))
-        return self._within_budget(sorted(candidates, key=lambda c: -c[0]), layout, guard, loss)
+        actions = self._within_budget(sorted(candidates, key=lambda c: -c[0]), layout, guard, loss)
+        return actions + self._unestimated(blind, snapshot, layout, guard)
 
-    def _why_not(self, name, layer, layout, guard) -> str | None:
+    def _why_not(self, name, layer, layout, guard, unestimated: bool = False) -> str | None:
         s = self.settings
         info = layout.layers[name]
-        frozen = guard.why_frozen(name, "expand")
+        frozen = guard.why_frozen(name, "expand", coupled_ok=unestimated)
         if frozen is not None:
             return frozen
         if info.is_output:
             return "output layer"
-        if layer.growth is None:
+        if unestimated:
+            if any(m in guard.grown for m in guard.group(name)):
+                return "its residual-coupled group already grows in this plan"
+        elif layer.growth is None:
             return "no growth signal (track it with NeuronEngine(growth_signal=True))"
-        if layer.growth.batches < s.min_batches:
+        elif layer.growth.batches < s.min_batches:
             return f"growth signal of {layer.growth.batches} batches < min_batches {s.min_batches}"
         if guard.removed[name] > 0:
             return "an earlier policy of this plan shrinks it"
@@ -116,6 +129,40 @@ class LossGrowthPolicy(Policy):
         v = layout.layers[name].consumer_matrix()
         scale = float(v.norm(dim=0).median()) if v is not None and v.numel() else 1.0
         return self.settings.step_size * scale**2 * sigma.square() / loss
+
+    def _unestimated(self, names, snapshot, layout, guard) -> list[Action]:
+        """Growth by ``growth_fraction`` with ``zero_outgoing`` units for layers without a
+        GradMax signal (``without_signal``), within ``max_width`` and ``max_params``; one
+        action per residual-coupled group (surgery grows every member)."""
+        s = self.settings
+        total = layout.total_params + sum(
+            n * max(1, layout.layers[name].params_per_unit) for name, n in guard.grown.items()
+        )
+        actions: list[Action] = []
+        for name in names:
+            if any(m in guard.grown for m in guard.group(name)):
+                guard.note(self.name, name, "its residual-coupled group already grows")
+                continue
+            width = layout.layers[name].units
+            count = max(1, math.ceil(s.growth_fraction * width))
+            if s.max_width is not None:
+                count = min(count, s.max_width - width)
+            per_unit = max(1, layout.layers[name].params_per_unit)
+            if s.max_params is not None:
+                count = min(count, max(0, (s.max_params - total) // per_unit))
+            if count <= 0:
+                guard.note(self.name, name, "no room under max_width / max_params")
+                continue
+            total += count * per_unit
+            guard.grow(name, count)
+            actions.append(ExpandAction(
+                layer=name, count=count, init="zero_outgoing", reason="untested_growth",
+                policy=self.name,
+                evidence={"width": width, "samples": snapshot.layers[name].count,
+                          "estimate": "none: no GradMax signal for this layer; a trial judges "
+                                      "whether the new units lower the loss"},
+            ))  # fmt: skip
+        return actions
 
     def _within_budget(self, candidates, layout, guard, loss) -> list[Action]:
         s = self.settings

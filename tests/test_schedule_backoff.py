@@ -182,3 +182,12 @@ def test_the_cut_budget_adds_up_the_rises_of_kept_cuts():
     assert model[0].out_features == 28 and round(schedule.cut_budget_used, 6) == 0.008
     with pytest.raises(ConfigurationError, match="cut_budget"):
         setup([], judge, cut_budget=-0.1)
+
+
+def test_a_cut_that_lowers_the_loss_gives_budget_back():
+    def judge(model):  # removing units of layer 0 helps (say, they overfit)
+        return 1.0 - 0.001 * (32 - model[0].out_features)
+
+    model, engine, schedule = setup([_PruneFirst(fraction=0.125)], judge, cut_budget=0.01)
+    epoch(model, engine, schedule, 0)
+    assert schedule.trials[0].accepted and schedule.cut_budget_used == pytest.approx(-0.004)
