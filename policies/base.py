@@ -133,8 +133,15 @@ class PerLayerPolicy(Policy):
         >>> DeadUnitPolicy().prune_candidates("fc", layer, guard, [0], "dead")  # layer at its floor
         []
         """
+        candidates = list(candidates)
         idx = claim_removable(guard, name, candidates, "prune", limit)
         if not idx:
+            if candidates and not guard.layout.layers[name].is_output:  # say why it did not act
+                why = guard.why_frozen(name, "prune") or (
+                    "at its width floor" if guard.removable(name, "prune") == 0
+                    else "its candidate units are claimed or reserved by earlier actions"
+                )  # fmt: skip
+                guard.note(self.name, name, f"{len(candidates)} candidate unit(s) kept: {why}")
             return []
         return [prune_units(name, layer, idx, reason, self.name, layer_evidence, **evidence)]
 

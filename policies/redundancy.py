@@ -65,7 +65,13 @@ class RedundancyPolicy(PerLayerPolicy):
         self, name: str, layer: LayerSnapshot, layout: ModelLayout, guard: Guard
     ) -> list[Action]:
         s = self.settings
-        if layer.comoments is None or guard.removable(name, "merge") == 0:
+        if layer.comoments is None:
+            if not layout.layers[name].is_output:
+                guard.note(self.name, name, "no correlation state (track with correlation=True)")
+            return []
+        if guard.removable(name, "merge") == 0:
+            if not layout.layers[name].is_output:  # logits are never merged: nothing to say
+                guard.note(self.name, name, guard.why_frozen(name, "merge") or "at its floor")
             return []
         cap = s.max_candidates_per_unit * layer.num_units
         pairs, rho = candidate_pairs(layer, s.threshold, s.allow_negative, cap)
