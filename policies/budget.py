@@ -328,6 +328,15 @@ class BudgetPolicy(Policy):
             self._orders(stale, [k for sp, k in todo if len(sp.order) < k], snapshot, layout)
         actions: list[Action] = []
         for space, k in todo:
+            whole = guard.divisible(space.rep, k, coupled_ok=space.coupled)
+            if whole < k:  # attention heads, norm groups: the width stays a multiple
+                for m in space.members:
+                    multiple = layout.layers[m].width_multiple
+                    guard.note(self.name, m, f"{k} unit(s) rounded down to {whole}: the width "
+                               f"must stay a multiple of {multiple}")  # fmt: skip
+                k = whole
+            if k == 0:
+                continue
             make = prune_action if space.coupled else fold_action
             actions.append(make(space, snapshot, guard, space.order[:k], self.name))
         if info:  # say whether the budget was met (guards may stop short of it)

@@ -58,6 +58,7 @@ def claim_removable(
     if limit is not None:
         allowed = min(allowed, limit)
     idx = guard.removable_units(name, candidates)[:allowed]
+    idx = idx[: guard.divisible(name, len(idx))]  # heads / norm groups keep equal sizes
     if idx:
         guard.claim(name, idx, removes=len(idx))
     return idx

@@ -156,7 +156,28 @@ class Guard:
             keep = math.ceil(units * self.settings.min_keep_fraction - 1e-9)
             floor = max(self.settings.min_width, keep, 1)
             left.append(units - floor - self.removed[member])
-        return max(0, min(left))
+        return self.divisible(name, max(0, min(left)), coupled_ok)
+
+    def divisible(self, name: str, count: int, coupled_ok: bool = False) -> int:
+        """The largest removal ``≤ count`` that leaves every member's width a multiple of its
+        ``width_multiple`` (an attention block's heads keep one size, GroupNorm groups too).
+
+        >>> from engine.layout import LayerLayout, ModelLayout
+        >>> layout = ModelLayout({"a": LayerLayout("a", "Linear", 16, list(range(16)),
+        ...                                        width_multiple=4)})
+        >>> Guard(layout).divisible("a", 7), Guard(layout).removable("a")
+        (4, 12)
+        """
+        members = self.group(name) if coupled_ok else [name]
+        for k in range(max(0, count), -1, -1):
+            if all(
+                (self.layout.layers[m].units - self.removed[m] - k)
+                % max(1, self.layout.layers[m].width_multiple)
+                == 0
+                for m in members
+            ):
+                return k
+        return 0
 
     def free(self, name: str, local_indices) -> list[int]:
         """The indices not yet claimed by an earlier action of this plan."""

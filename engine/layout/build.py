@@ -48,6 +48,9 @@ tracked layer (all its units at once) give, for every tracked layer:
 
     LayerNorm in a group does not narrow ``supports``: pruning through it is approximate and
     surgery measures the error (see DESIGN.md, decision 5).
+``width_multiple``
+    The width must stay a multiple of it: the least common multiple of the ``num_heads`` of
+    every attention block and the ``num_groups`` of every GroupNorm in the group (1 without).
 ``params_per_unit``
     Parameters that disappear when one unit is removed: for every member of the group, the
     parameter count along its pruned axis times the number of its indices per unit (a Linear
@@ -78,6 +81,7 @@ the engine's tracking hooks so that the example batch does not enter the statist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +184,7 @@ class _Facts:
     any_consumer: bool = False
     reaches_output: bool = False
     params: float = 0.0
+    multiple: int = 1
 
 
 def _layer_layout(ctx: _Context, name: str, module: nn.Module, ids: list[int]) -> LayerLayout:
@@ -217,6 +222,7 @@ def _layer_layout(ctx: _Context, name: str, module: nn.Module, ids: list[int]) -
     base.coupled = [n for n in ctx.tracked.values() if n in facts.coupled]
     base.is_output = facts.reaches_output or not facts.any_consumer
     base.params_per_unit = round(facts.params)
+    base.width_multiple = facts.multiple
     return base
 
 
@@ -241,6 +247,10 @@ def _visit(ctx: _Context, root: nn.Module, m: DependencyMember, units: int, fact
     if node.grad_fn in ctx.input_fns:
         facts.supports = _NOTHING  # the group reaches a model input: its width is not ours
 
+    if isinstance(module, nn.MultiheadAttention):  # the width must stay a multiple of …
+        facts.multiple = math.lcm(facts.multiple, module.num_heads)
+    elif isinstance(module, nn.GroupNorm):
+        facts.multiple = math.lcm(facts.multiple, module.num_groups)
     # narrow what surgery supports
     if isinstance(module, (nn.MultiheadAttention, nn.Parameter)):
         facts.supports &= _PRUNE_ONLY

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -48,6 +48,7 @@ class _Layer(BaseModel):
     supports: list[str]
     params_per_unit: NonNegativeInt
     consumers: list[_Consumer]
+    width_multiple: int = Field(default=1, ge=1)  # absent in older files: 1
 
 
 class _Layout(BaseModel):
@@ -85,6 +86,7 @@ def save_layout(layout: ModelLayout, directory: str | Path) -> Path:
                 coupled=layer.coupled,
                 supports=sorted(layer.supports),
                 params_per_unit=layer.params_per_unit,
+                width_multiple=layer.width_multiple,
                 consumers=consumers,
             )
         )
@@ -129,7 +131,7 @@ def load_layout(
             )
         layers[rec.name] = LayerLayout(
             rec.name, rec.module_type, rec.units, rec.neuron_ids, rec.is_output, rec.coupled,
-            frozenset(rec.supports), rec.params_per_unit, consumers,
+            frozenset(rec.supports), rec.params_per_unit, consumers, rec.width_multiple,
         )  # fmt: skip
     return ModelLayout(layers, record.total_params)
 

@@ -61,6 +61,9 @@ class LayerLayout:
     supports: frozenset[str] = ALL_KINDS
     params_per_unit: int = 0
     consumers: list[ConsumerSlice] = field(default_factory=list)
+    # The layer's width must stay a multiple of this (the num_heads of an attention block,
+    # the num_groups of a GroupNorm in its group): policies remove units in such steps.
+    width_multiple: int = 1
 
     def consumer_matrix(self) -> torch.Tensor | None:
         """All consumers' weights on this layer's units, stacked: ``(rows, units)``, or None."""
