@@ -137,7 +137,11 @@ class Guard:
         if self.is_protected(name):
             return "protected layer"
         if kind not in layer.supports:
-            return f"surgery does not support {kind!r} on {layer.module_type}"
+            return (
+                f"surgery does not support {kind!r} on this {layer.module_type} layer (its "
+                f"group allows {sorted(layer.supports) or 'nothing'}: e.g. a concat branch, a "
+                "grouped conv, an attention block or an RNN)"
+            )
         if refuse_coupled and layer.coupled:
             return f"coupled with {layer.coupled} (residual): change them together by hand"
         if kind != "expand" and layer.is_output and not self.settings.allow_output_changes:

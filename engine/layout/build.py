@@ -36,6 +36,8 @@ tracked layer (all its units at once) give, for every tracked layer:
       ``1 < num_groups < num_channels``: ``{"prune"}`` (divisibility again); an unwrapped
       ``nn.Parameter`` (positional embedding, layer scale): ``{"prune"}``; a Linear/Conv whose
       input *and* output axes are both in the group (``h = h + f(h)``): ``{"prune"}``;
+    * a member that holds the units at an offset or not in unit order (one branch of a
+      concat): no ``"expand"`` (growth appends at the end of every axis);
     * a grouped, non-depthwise conv (tracked, consumer or coupled), an RNN/LSTM/GRU anywhere
       in the group, or a group that reaches a model *input* (a residual stream that starts at
       the raw input: its width is fixed by the caller's data): ``frozenset()``;
@@ -226,6 +228,23 @@ def _layer_layout(ctx: _Context, name: str, module: nn.Module, ids: list[int]) -
     return base
 
 
+def _appendable(ctx: _Context, m: DependencyMember, units: int) -> bool:
+    """Whether the member's positions cover its whole axis, unit after unit, in equal runs:
+    then growth can append new units at the end (not so for one branch of a concat)."""
+    pruner = ctx.graph.get_pruner_of_module(m.module)
+    if pruner is None or isinstance(m.module, nn.Parameter):
+        return True  # Torch-Pruning's own ops (add, concat, flatten…): judged at the modules
+    size = (pruner.get_in_channels if m.is_in else pruner.get_out_channels)(m.module)
+    if size is None:
+        return True
+    positions: list[list[int]] = [[] for _ in range(units)]
+    for idx, root in zip(m.idxs, m.roots, strict=False):
+        if root is not None and 0 <= root < units:
+            positions[root].append(int(idx))
+    flat = [p for pos in positions for p in sorted(pos)]
+    return flat == list(range(int(size))) and len({len(p) for p in positions}) == 1
+
+
 def _own_supports(module: nn.Module) -> frozenset[str]:
     if isinstance(module, nn.MultiheadAttention):
         return _PRUNE_ONLY
@@ -247,6 +266,8 @@ def _visit(ctx: _Context, root: nn.Module, m: DependencyMember, units: int, fact
     if node.grad_fn in ctx.input_fns:
         facts.supports = _NOTHING  # the group reaches a model input: its width is not ours
 
+    if (m.is_in or m.is_out) and not _appendable(ctx, m, units):
+        facts.supports -= {"expand"}  # units at an offset (a concat): growth cannot append
     if isinstance(module, nn.MultiheadAttention):  # the width must stay a multiple of …
         facts.multiple = math.lcm(facts.multiple, module.num_heads)
     elif isinstance(module, nn.GroupNorm):

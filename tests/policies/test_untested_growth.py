@@ -41,3 +41,35 @@ def test_skip_is_the_default_and_says_why():
     config = PolicyConfig([LossGrowthPolicy()], GuardSettings())
     actions = propose_actions(engine.snapshot(loss=1.0), engine.model_layout(), config, notes=notes)
     assert actions == [] and any("no growth signal" in n for n in notes)
+
+
+def test_a_concat_branch_is_not_grown_and_says_why():
+    import torch.nn.functional as F
+    from torch import nn
+
+    from engine import NeuronEngine
+
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(2, 4, 3, padding=1)
+            self.c, self.fc = nn.Conv1d(8, 5, 3, padding=1), nn.Linear(5, 3)
+
+        def forward(self, x):
+            h = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], 1)
+            return self.fc(F.relu(self.c(h)).mean(2))
+
+    torch.manual_seed(0)
+    model = Branches()
+    engine = NeuronEngine(model)
+    with engine.tracking():
+        model(torch.randn(32, 2, 10))
+    engine.log_epoch(0, loss=1.0)
+    layout = engine.model_layout()
+    assert "expand" not in layout.layers["a"].supports | layout.layers["b"].supports
+    policy = LossGrowthPolicy(without_signal="zero_outgoing")
+    plan = engine.propose(PolicyConfig([policy], GuardSettings()))
+    assert [a.layer for a in plan.actions()] == ["c"]
+    assert any("'a' left alone" in n and "concat" in n for n in plan.metadata.notes)
+    engine.apply(plan, None)  # valid: nothing grows through the concat
+    assert (model.a.out_channels, model.c.out_channels) == (4, 8)  # c: 5 + ⌈0.5·5⌉
