@@ -99,8 +99,9 @@ def run_trial(
             everything, so the baseline's recovery steps are not paid twice.
         registry, accumulators: as for ``apply_plan``; on acceptance
             ``trial.record.neurons_after`` is the registry's new state.
-        quiet: a context manager factory the surgery and evaluations run under (the engine
-            passes its ``paused``, so held-out batches never reach its statistics).
+        quiet: a context manager factory the surgery, the recovery steps and the evaluations
+            run under (the engine passes its ``paused``, so neither held-out batches nor trial
+            steps reach its statistics or its growth signal).
         surgery_options: ``apply_plan``'s keyword options (``tolerance`` is named
             ``output_tolerance`` here).
     """
@@ -127,7 +128,8 @@ def run_trial(
     elif baseline == "recovered":
         state = TrainingState.capture(model, optimizer, accumulators)
         try:
-            recover(model, optimizer)
+            with quiet():  # trial steps are not the run's: its statistics never see them
+                recover(model, optimizer)
             loss_before = _measure(evaluate, model, quiet, "on the unmodified model")
         finally:
             state.restore()
@@ -142,7 +144,8 @@ def run_trial(
         record = transaction.run()  # a failure here rolls itself back
     try:
         if recover is not None:
-            recover(model, optimizer)
+            with quiet():
+                recover(model, optimizer)
         loss_after = _measure(evaluate, model, quiet, "after surgery")
     except Exception as exc:
         transaction.rollback()

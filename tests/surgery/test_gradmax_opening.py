@@ -85,3 +85,24 @@ def test_more_new_units_than_directions_get_zero_outgoing_columns():
     new = model[2].weight.detach()[:, 5:]
     assert new.shape == (rows, 6) and model(x[:4]).shape == (4, 3)
     assert (new[:, :rows].norm(dim=0) > 0).all() and (new[:, rows:] == 0).all()
+
+
+def test_a_refused_trial_leaves_the_growth_signal_as_it_was():
+    """Recovery steps run with the hooks paused: a trial on other shapes cannot reset the
+    running δᵀx sum (its shape changes) or add batches to it."""
+    model, engine, opt, x, y = trained_engine()
+    before = engine.layer("0").growth.state()
+    grow = Plan.create([ExpandAction(layer="0", count=3, init="gradmax", reason="t")],
+                       engine.layout)  # fmt: skip
+
+    def recover(m, o):
+        for i in range(0, 64, 16):
+            o.zero_grad()
+            F.cross_entropy(m(x[i : i + 16]), y[i : i + 16]).backward()
+            o.step()
+
+    with engine.tracking():  # a loop that trials inside its tracked epoch
+        trial = engine.trial(grow, opt, evaluate=lambda m: 1.0, recover=recover, tolerance=-0.5)
+    assert not trial.accepted and model[0].out_features == 5
+    after = engine.layer("0").growth.state()
+    assert after.batches == before.batches and torch.equal(after.total, before.total)
