@@ -302,6 +302,25 @@ class BudgetPolicy(Policy):
                     guard.note(self.name, m, "cheaper units elsewhere met the budget")
         return counts, info
 
+    def _whole(self, space, k: int, layout: ModelLayout, guard: Guard) -> int:
+        """``k`` moved to the nearest count that keeps every member's width a multiple of its
+        ``width_multiple`` (attention heads, norm groups keep one size), within the cap."""
+        if k <= 0:
+            return 0
+        down = guard.divisible(space.rep, k, coupled_ok=space.coupled)
+        if down == k:
+            return k
+        multiple = math.lcm(*(max(1, layout.layers[m].width_multiple) for m in space.members))
+        up = down + multiple
+        whole = up if k - down >= up - k and up <= space.cap else down
+        for m in space.members:
+            multiple = layout.layers[m].width_multiple
+            guard.notes.append(
+                f"{self.name}: layer {m!r}: {k} unit(s) rounded to {whole}, the width must stay "
+                f"a multiple of {multiple}"
+            )
+        return whole
+
     # --- actions --------------------------------------------------------------------------------
     def propose(
         self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
@@ -322,21 +341,13 @@ class BudgetPolicy(Policy):
         guard = guard or Guard(layout)
         spaces = self._spaces(snapshot, layout, guard)
         counts, info = self._counts(spaces, snapshot, layout, guard)
-        todo = [(sp, k) for sp, k in zip(spaces, counts) if k > 0]
+        wanted = [self._whole(sp, k, layout, guard) for sp, k in zip(spaces, counts)]
+        todo = [(sp, k) for sp, k in zip(spaces, wanted) if k > 0]
         stale = [sp for sp, k in todo if len(sp.order) < k]  # orders computed short, or not yet
         if stale:
             self._orders(stale, [k for sp, k in todo if len(sp.order) < k], snapshot, layout)
         actions: list[Action] = []
         for space, k in todo:
-            whole = guard.divisible(space.rep, k, coupled_ok=space.coupled)
-            if whole < k:  # attention heads, norm groups: the width stays a multiple
-                for m in space.members:
-                    multiple = layout.layers[m].width_multiple
-                    guard.note(self.name, m, f"{k} unit(s) rounded down to {whole}: the width "
-                               f"must stay a multiple of {multiple}")  # fmt: skip
-                k = whole
-            if k == 0:
-                continue
             make = prune_action if space.coupled else fold_action
             actions.append(make(space, snapshot, guard, space.order[:k], self.name))
         if info:  # say whether the budget was met (guards may stop short of it)

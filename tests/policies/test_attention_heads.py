@@ -61,6 +61,10 @@ def test_budget_keeps_heads_equal_and_its_plans_validate():
         if not any(True for _ in plan.actions()):
             assert any("multiple of 4" in n for n in plan.metadata.notes)
     assert [len(a.local_indices) for a in plan.actions()] == [4]  # at 0.5: 5 rounded to 4
+    BUDGET["policies"][0]["settings"]["target_fraction"] = 0.75
+    plan = engine.propose(BUDGET)  # 3 units wanted: the nearest whole size is 4
+    assert [len(a.local_indices) for a in plan.actions()] == [4]
+    assert any("3 unit(s) rounded to 4" in n for n in plan.metadata.notes)
 
 
 def test_dead_units_go_in_multiples_of_the_head_count():
