@@ -75,7 +75,8 @@ class Settings:
     batch: int = 64
     held_out_fraction: float = 0.15
     recovery: int = 10  # training steps inside each trial before it is judged
-    min_growth_gain: float = 0.002  # growth must lower the held-out loss by 0.2 %
+    min_growth_gain: float = 0.002  # growth must lower the held-out loss by 0.2 %…
+    significance: float | None = None  # 2.0: …and by 2 standard errors (see the README)
     cut_budget: float = 0.02  # all kept cuts together: at most +2 % (net) of the held-out loss
     config: Path = AUTOSIZE
     apply_options: dict = field(default_factory=dict)
@@ -147,7 +148,8 @@ def train_self_sizing(
         engine, opt, s.config, every=s.every, stop=s.epochs - s.every,
         held_out=held_out, loss_fn=F.cross_entropy,
         recover=recover,
-        trial_options={"baseline": "recovered"},
+        trial_options={"baseline": "recovered"}
+        | ({} if s.significance is None else {"significance": s.significance}),
         min_growth_gain=s.min_growth_gain, shrink_start=s.epochs // 3, cut_budget=s.cut_budget,
         **s.apply_options,
     )  # fmt: skip

@@ -51,7 +51,9 @@ class SurgerySchedule:
             more than the tolerance is rolled back bitwise.
         recover: ``recover(model, optimizer)``, run inside each trial before it is judged
             (e.g. a few training steps).
-        trial_options: ``tolerance``, ``abs_tolerance``, ``baseline`` of ``engine.trial``.
+        trial_options: ``tolerance``, ``abs_tolerance``, ``baseline``, ``significance`` of
+            ``engine.trial`` (with ``significance``, ``held_out`` is judged per sample and
+            growth must be a significant improvement, not noise).
         backoff, min_shrink_scale: in trial mode, a refused plan that grows is proposed again
             at once without the growing policies (``grow=False`` of ``engine.propose``); a
             refused plan that only removes units, with the removal steps scaled by
@@ -114,7 +116,8 @@ class SurgerySchedule:
         if evaluate is None and held_out is not None:
             if loss_fn is None:
                 raise ConfigurationError("held_out data needs a loss_fn to judge trials with")
-            evaluate = held_out_loss(held_out, loss_fn)
+            per_sample = (trial_options or {}).get("significance") is not None
+            evaluate = held_out_loss(held_out, loss_fn, per_sample=per_sample)
         if (recover is not None or trial_options) and evaluate is None:
             raise ConfigurationError(
                 "recover and trial_options need a judge: held_out with loss_fn, or evaluate"
@@ -196,8 +199,8 @@ class SurgerySchedule:
                 epoch=epoch, step=step, **reference, **options, **self.apply_options,
             )  # fmt: skip
             self.trials.append(trial)
-            if trial.loss_before is not None:
-                reference = {"reference_loss": trial.loss_before}
+            if trial.loss_before is not None and "significance" not in self.trial_options:
+                reference = {"reference_loss": trial.loss_before}  # (a paired test re-measures)
             if trial.accepted:
                 self.records.append(trial.record)
                 if "expand" not in kinds and trial.loss_change is not None and trial.loss_before:

@@ -62,25 +62,45 @@ def _size(inputs: Any) -> int:
     return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 1
 
 
-def held_out_loss(data: Any, loss_fn: Callable[[Any, Any], torch.Tensor]) -> Evaluate:
+def held_out_loss(
+    data: Any, loss_fn: Callable[[Any, Any], torch.Tensor], *, per_sample: bool = False
+) -> Evaluate:
     """``evaluate(model)``: the size-weighted mean held-out loss (see the module docstring).
-    The batches are read once, here, so an iterator is not exhausted by the first trial."""
+    The batches are read once, here, so an iterator is not exhausted by the first trial.
+
+    With ``per_sample=True`` it returns the loss of every held-out sample (a float64 CPU
+    vector; ``loss_fn`` is called on one sample's output and target at a time), which a trial
+    with ``significance`` pairs before and after surgery.
+
+    >>> model = nn.Linear(2, 1)
+    >>> x, y = torch.zeros(3, 2), torch.ones(3, 1)
+    >>> held_out_loss((x, y), nn.MSELoss(), per_sample=True)(model).shape
+    torch.Size([3])
+    """
     batches = _batches(data)
     if not batches:
         raise ConfigurationError("held-out data is empty")
 
-    def evaluate(model: nn.Module) -> float:
+    def losses(model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        out = _call(model, inputs)
+        if not per_sample:
+            return loss_fn(out, targets).detach().double().cpu() * _size(inputs)
+        if not isinstance(out, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            raise ConfigurationError(
+                "per_sample held-out losses need a model output and targets that are tensors"
+            )
+        rows = [loss_fn(out[i : i + 1], targets[i : i + 1]) for i in range(len(out))]
+        return torch.stack(rows).detach().double().cpu().flatten()
+
+    def evaluate(model: nn.Module) -> Any:
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
-            total, count = torch.zeros((), dtype=torch.float64), 0
             with torch.no_grad():
-                for inputs, targets in batches:
-                    n = _size(inputs)
-                    loss = loss_fn(_call(model, inputs), targets)
-                    total = total + loss.detach().double().cpu() * n
-                    count += n
-            return float(total / count)
+                parts = [losses(model, inputs, targets) for inputs, targets in batches]
+            if per_sample:
+                return torch.cat(parts)
+            return float(sum(parts) / sum(_size(inputs) for inputs, _ in batches))
         finally:
             for m, mode in modes:
                 m.training = mode

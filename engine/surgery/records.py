@@ -122,6 +122,9 @@ class TrialRecord(BaseModel):
     loss_before: float | None = Field(description="held-out loss of the unmodified model")
     loss_after: float | None = Field(description="held-out loss after surgery (and recovery)")
     allowed_increase: float = Field(description="the loss increase the tolerances allowed")
+    standard_error: float | None = Field(
+        default=None, description="of the mean paired change (per-sample judges only)"
+    )
     baseline: str = Field(description="'before': loss before surgery; 'recovered': the "
                           "unmodified model after the same recovery steps")  # fmt: skip
     recovered: bool = Field(description="whether recovery steps ran before the evaluation")

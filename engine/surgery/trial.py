@@ -55,15 +55,33 @@ Recover = Callable[[nn.Module, "torch.optim.Optimizer | None"], Any]
 
 
 def _measure(evaluate: Evaluate, model: nn.Module, quiet: Callable[[], Any], what: str) -> float:
+    return _measure_samples(evaluate, model, quiet, what)[0]
+
+
+def _measure_samples(
+    evaluate: Evaluate, model: nn.Module, quiet: Callable[[], Any], what: str
+) -> tuple[float, torch.Tensor | None]:
+    """The held-out loss, and the per-sample losses when ``evaluate`` returns a vector."""
     with quiet():
         value = evaluate(model)
+    if isinstance(value, torch.Tensor) and value.dim() == 1 and value.numel() > 0:
+        samples = value.detach().double().cpu()
+        return float(samples.mean()), samples
     try:
-        return float(value)
+        return float(value), None
     except (TypeError, ValueError):
         raise ConfigurationError(
-            f"evaluate must return a number (the held-out loss); {what} it returned "
-            f"{type(value).__name__}"
+            f"evaluate must return a number (the held-out loss) or a vector of per-sample "
+            f"losses; {what} it returned {type(value).__name__}"
         ) from None
+
+
+def _paired_error(before: torch.Tensor | None, after: torch.Tensor | None) -> float | None:
+    """Standard error of the mean paired change ``after − before`` (None without samples)."""
+    if before is None or after is None or before.shape != after.shape or before.numel() < 2:
+        return None
+    diff = after - before
+    return float(diff.std(unbiased=True) / math.sqrt(diff.numel()))
 
 
 def run_trial(
@@ -78,6 +96,7 @@ def run_trial(
     abs_tolerance: float = 1e-6,
     baseline: str = "before",
     reference_loss: float | None = None,
+    significance: float | None = None,
     registry: NeuronRegistry | None = None,
     accumulators: Mapping[str, NeuronAccumulator] | None = None,
     quiet: Callable[[], AbstractContextManager[Any]] = nullcontext,
@@ -94,6 +113,11 @@ def run_trial(
         tolerance, abs_tolerance: the loss may rise by ``max(abs_tolerance,
             tolerance·|loss_before|)``; with ``tolerance < 0`` it must fall by at least
             ``−tolerance·|loss_before|`` (``abs_tolerance`` is then not used).
+        significance: with a negative ``tolerance`` (a plan that must lower the loss), it is
+            kept only if the mean paired improvement also exceeds ``significance`` standard
+            errors (``evaluate`` must return per-sample losses: ``held_out_loss(...,
+            per_sample=True)``; not with ``reference_loss``). Guards growth against the noise
+            of two short trajectories when the loss is small.
         reference_loss: the baseline, already measured (it is not measured again): e.g.
             ``loss_before`` of a refused trial from this same state, whose rollback restored
             everything, so the baseline's recovery steps are not paid twice.
@@ -116,6 +140,10 @@ def run_trial(
         )
     if example_inputs is None:
         raise ConfigurationError("a trial needs a probe batch: pass example_inputs=…")
+    if significance is not None and (not math.isfinite(significance) or significance < 0):
+        raise ConfigurationError(f"significance must be a finite number ≥ 0, got {significance}")
+    if significance is not None and reference_loss is not None:
+        raise ConfigurationError("significance pairs per-sample losses: not with reference_loss")
     started = time.perf_counter()
     accumulators = dict(accumulators or {})
     if "output_tolerance" in surgery_options:
@@ -124,18 +152,26 @@ def run_trial(
     if reference_loss is not None:
         if not math.isfinite(reference_loss):
             raise ConfigurationError(f"reference_loss must be finite, got {reference_loss}")
-        loss_before = float(reference_loss)
+        loss_before, samples_before = float(reference_loss), None
     elif baseline == "recovered":
         state = TrainingState.capture(model, optimizer, accumulators)
         try:
             with quiet():  # trial steps are not the run's: its statistics never see them
                 recover(model, optimizer)
-            loss_before = _measure(evaluate, model, quiet, "on the unmodified model")
+            loss_before, samples_before = _measure_samples(
+                evaluate, model, quiet, "on the unmodified model"
+            )
         finally:
             state.restore()
     else:
-        loss_before = _measure(evaluate, model, quiet, "on the unmodified model")
+        loss_before, samples_before = _measure_samples(
+            evaluate, model, quiet, "on the unmodified model"
+        )
 
+    if significance is not None and samples_before is None:
+        raise ConfigurationError(
+            "significance needs per-sample losses: evaluate=held_out_loss(..., per_sample=True)"
+        )
     state = TrainingState.capture(model, optimizer, accumulators)
     transaction = Transaction(
         model, plan, optimizer, ProbeInputs.of(example_inputs), options, registry, accumulators
@@ -146,12 +182,12 @@ def run_trial(
         if recover is not None:
             with quiet():
                 recover(model, optimizer)
-        loss_after = _measure(evaluate, model, quiet, "after surgery")
+        loss_after, samples_after = _measure_samples(evaluate, model, quiet, "after surgery")
     except Exception as exc:
         transaction.rollback()
         state.restore()
         raise TrialError(f"trial: {type(exc).__name__}: {exc} (the plan was rolled back)") from exc
-    allowed = 0.0
+    allowed, error = 0.0, None
     if math.isfinite(loss_before):
         relative = tolerance * abs(loss_before)
         allowed = relative if tolerance < 0 else max(abs_tolerance, relative)
@@ -166,6 +202,13 @@ def run_trial(
             f"held-out loss {loss_before:.6g} → {loss_after:.6g} "
             f"({loss_after - loss_before:+.3g}, {verb} the allowed {allowed:+.3g})"
         )
+        error = _paired_error(samples_before, samples_after)
+        if accepted and significance is not None and tolerance < 0:
+            if error is None:  # evaluate stopped returning per-sample losses: refuse
+                accepted, reason = False, reason + ", but no per-sample losses to test it"
+            elif loss_after - loss_before + significance * error > 0:
+                accepted = False
+                reason += f", but not significant ({significance:g} × SE {error:.3g})"
     if not accepted:
         transaction.rollback()
         state.restore()
@@ -176,6 +219,7 @@ def run_trial(
         accepted=accepted,
         loss_before=loss_before if math.isfinite(loss_before) else None,
         loss_after=loss_after if math.isfinite(loss_after) else None,
-        allowed_increase=allowed, baseline=baseline, recovered=recover is not None,
+        allowed_increase=allowed, standard_error=error, baseline=baseline,
+        recovered=recover is not None,
         reason=reason, record=record, seconds=time.perf_counter() - started,
     )  # fmt: skip
