@@ -15,11 +15,13 @@ user would type it:
         --dry-run
     cd REPO && PYTHONPATH=demos python -m engine apply ... -o model-pruned.safetensors
 
-The CLI rebuilds the unmodified model from a **model factory** named ``package.module:callable``
-plus JSON keyword arguments. Here the factory is ``demo_utils.mlp``, the plain function every
-demo builds its MLPs with: ``PYTHONPATH=demos`` makes ``demo_utils`` importable in the CLI's
-process (and in :func:`engine.checkpoint.load` later, which reads the factory from the output's
-header). Your own models work the same way: a function in an importable module.
+The CLI rebuilds the unmodified model with the **model factory** you name on its command line,
+``--model package.module:callable``, plus JSON keyword arguments. Here the factory is
+``demo_utils.mlp``, the plain function every demo builds its MLPs with: ``PYTHONPATH=demos``
+makes ``demo_utils`` importable in the CLI's process. Your own models work the same way: a
+function in an importable module. The output records the factory's *name* only: a checkpoint
+never chooses code, so :func:`engine.checkpoint.load` is given the factory again
+(``factory=mlp``, or one registered with ``engine.checkpoint.register_model_factory``).
 
 The demo then loads the CLI's output with ``engine.checkpoint.load`` (no pickle: the spec and
 the plan are in the safetensors header), checks that its outputs equal the same plan applied
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(run_cli(apply_cmd, out / "cli-apply.txt"), end="")
 
     # 5. Load the CLI's output and compare with the same plan applied in-process.
-    loaded = checkpoint.load(pruned).eval()
+    loaded = checkpoint.load(pruned, factory=mlp).eval()  # the header names it; we provide it
     reference = copy.deepcopy(model)
     apply_plan(reference, plan, example_inputs=data.x_train[:64])
     reference.eval()
@@ -225,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nrepeat by hand:")
     print(f"  {shell_line(dry_cmd)}")
     print(f"  {shell_line(apply_cmd)}")
-    print("load in Python (PYTHONPATH=demos, for the factory):")
-    print(f"  from engine import checkpoint; model = checkpoint.load({str(pruned)!r})")
+    print("load in Python (PYTHONPATH=demos, for the factory; the file only names it):")
+    print(f"  from demo_utils import mlp; from engine import checkpoint; "
+          f"model = checkpoint.load({str(pruned)!r}, factory=mlp)")  # fmt: skip
     return 0
 
 

@@ -124,7 +124,7 @@ def cli_equivalents(out: Path) -> list[str]:
         f"python -m engine plan {stats} --config {budget} -o {plan}",
         f"python -m engine inspect {plan}",
         f"cd {q(REPO)} && python -m engine apply {plan} {q(out / 'model.safetensors')} "
-        f"-o {q(out / 'pruned.safetensors')}   # --dry-run writes nothing",
+        f"--model {FACTORY} -o {q(out / 'pruned.safetensors')}   # --dry-run writes nothing",
     ]
 
 

@@ -5,26 +5,38 @@ Input checkpoints load safely: safetensors files, or PyTorch files through
 ``model``); a file holding pickled objects is refused. The input is never modified.
 
 The output is one safetensors file (written atomically) with the modified weights and, in its
-header, the **model spec** (``package.module:factory`` and JSON keyword arguments), the probe
-input's shape and dtype, and every **applied plan** in order. :func:`load` rebuilds the model
-from the spec, replays the plans' structure (shapes only) and loads the weights.
+header, the **model spec** (the factory's *name* and JSON keyword arguments), the probe
+input's shape and dtype, and every **applied plan** in order. :func:`load` builds the model
+with the factory the user provides for that name, replays the plans' structure (shapes only)
+and loads the weights.
+
+**A file never chooses code.** The factory name in a header is only looked up among the
+factories the user's code registered (:func:`register_model_factory`) or passes
+(``factory=``, ``--model``); nothing is imported or called because a file says so (see
+``engine.checkpoint_factories``). An unknown name raises
+:class:`~engine.errors.ModelFactoryError` naming it.
 
 >>> import tempfile, os, torch
->>> from engine.plan import Plan, PruneAction
->>> spec = ModelSpec(factory="torch.nn:Linear", kwargs={"in_features": 3, "out_features": 2})
+>>> from torch import nn
+>>> spec = ModelSpec(factory="doc_linear", kwargs={"in_features": 3, "out_features": 2})
 >>> d = tempfile.mkdtemp()
->>> save(os.path.join(d, "m.safetensors"), spec.build(), spec, [], input_shape=[2, 3])
+>>> save(os.path.join(d, "m.safetensors"), nn.Linear(3, 2), spec, [], input_shape=[2, 3])
 PosixPath('.../m.safetensors')
->>> load(os.path.join(d, "m.safetensors")).weight.shape
+>>> load(os.path.join(d, "m.safetensors"), factory=nn.Linear).weight.shape
 torch.Size([2, 3])
+>>> try:
+...     load(os.path.join(d, "m.safetensors"))  # "doc_linear" is not registered
+... except ModelFactoryError as e:
+...     print(e.name)
+doc_linear
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,43 +47,39 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from engine.errors import ConfigurationError, EngineError
+from engine.checkpoint_factories import (
+    ModelSpec,
+    register_model_factory,
+    registered_model_factories,
+    spec_for,
+    unregister_model_factory,
+)
+from engine.errors import ConfigurationError, EngineError, ModelFactoryError
 from engine.io import atomic_write_bytes
 from engine.plan import Plan
 from engine.plan.actions import ExpandAction
 from engine.surgery import SurgeryRecord, apply_plan
 
-__all__ = ["CheckpointError", "ModelSpec", "apply_to_checkpoint", "load", "load_state", "save"]
+__all__ = [
+    "CheckpointError",
+    "ModelFactoryError",
+    "ModelSpec",
+    "apply_to_checkpoint",
+    "checkpoint_summary",
+    "load",
+    "load_probe",
+    "load_state",
+    "register_model_factory",
+    "registered_model_factories",
+    "save",
+    "unregister_model_factory",
+]
 
 FORMAT = "neuron-engine.checkpoint"
 
 
 class CheckpointError(EngineError, ValueError):
     """A checkpoint cannot be read safely, or does not fit the model spec."""
-
-
-class ModelSpec(BaseModel):
-    """How to build the unmodified model: ``factory`` is ``package.module:callable``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    def build(self) -> nn.Module:
-        module_name, _, attr = self.factory.partition(":")
-        try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"model factory {self.factory!r}: {exc}") from None
-        model = obj(**self.kwargs)
-        if not isinstance(model, nn.Module):
-            raise ConfigurationError(
-                f"model factory {self.factory!r} returned {type(model).__name__}, not nn.Module"
-            )
-        return model
 
 
 class _Header(BaseModel):
@@ -162,13 +170,28 @@ def save(
     return atomic_write_bytes(path, data)
 
 
-def load(path: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild a model written by :func:`save` / :func:`apply_to_checkpoint`: build it from
-    its spec, replay the applied plans' structure, load the weights (strictly)."""
+def load(
+    path: str | os.PathLike[str], *, factory: Callable[..., nn.Module] | None = None
+) -> nn.Module:
+    """Rebuild a model written by :func:`save` / :func:`apply_to_checkpoint`: build it with
+    ``factory`` (your code) or the factory registered under the header's name, called with
+    the header's keyword arguments; replay the applied plans' structure; load the weights
+    (strictly). Nothing is imported because the file names it.
+
+    >>> import tempfile, torch.nn as nn
+    >>> @register_model_factory("doc_head")
+    ... def doc_head(width=2):
+    ...     return nn.Linear(3, width)
+    >>> f = save(tempfile.mkdtemp() + "/m.safetensors", doc_head(4),
+    ...          ModelSpec(factory="doc_head", kwargs={"width": 4}), [], input_shape=[2, 3])
+    >>> load(f).out_features
+    4
+    >>> _ = unregister_model_factory("doc_head")
+    """
     tensors, header = load_state(path)
     if header is None:
         raise CheckpointError(f"{path}: not a neuron-engine checkpoint (no model spec inside)")
-    model = header.model.build()
+    model = header.model.build(factory, source=path)
     _replay(model, [Plan.loads(p) for p in header.plans],
             _example(header.input_shape, header.input_dtype))  # fmt: skip
     try:
@@ -181,9 +204,11 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
 def apply_to_checkpoint(
     plan: Plan | str | os.PathLike[str],
     checkpoint: str | os.PathLike[str],
-    spec: ModelSpec | None,
-    out: str | os.PathLike[str] | None,
+    spec: ModelSpec | None = None,
+    out: str | os.PathLike[str] | None = None,
     *,
+    factory: Callable[..., nn.Module] | None = None,
+    kwargs: dict[str, Any] | None = None,
     input_shape: list[int] | None = None,
     input_dtype: str = "float32",
     dry_run: bool = False,
@@ -191,12 +216,30 @@ def apply_to_checkpoint(
 ) -> tuple[nn.Module, SurgeryRecord]:
     """Apply ``plan`` to the model in ``checkpoint`` and write the result to ``out``.
 
-    ``spec`` builds the model (optional when the checkpoint is one of ours, which carries its
-    spec and earlier plans). ``input_shape``: the probe batch's shape (default: one taken
-    from the checkpoint, or ``[2, in_features]`` for a model starting with a Linear).
-    ``probe``: real inputs to measure the output change on (see :func:`load_probe`); by
-    default a seeded N(0, 1) batch of ``input_shape``, a worst case for inputs in another range.
-    With ``dry_run`` nothing is written. Returns the modified model and the record.
+    The model is built by your code, never by the file's: ``factory`` (a callable returning
+    the unmodified model), else the factory registered under the name in ``spec``, else the
+    one registered under the name in the checkpoint's header (our files carry a spec and the
+    plans applied so far). A plain state dict names no model: give ``factory`` or ``spec``.
+    ``kwargs``: the factory's keyword arguments (default: the spec's, or the header's).
+    ``input_shape``: the probe batch's shape (default: one taken from the checkpoint, or
+    ``[2, in_features]`` for a model starting with a Linear). ``probe``: real inputs to
+    measure the output change on (see :func:`load_probe`); by default a seeded N(0, 1) batch
+    of ``input_shape``, a worst case for inputs in another range. With ``dry_run`` nothing is
+    written. Returns the modified model and the record.
+
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from engine.plan import Plan, PruneAction
+    >>> d = Path(tempfile.mkdtemp())
+    >>> make = lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> torch.save(make().state_dict(), d / "model.pt")
+    >>> plan = Plan.create([PruneAction(layer="0", local_indices=[1], neuron_ids=[1],
+    ...                                 reason="dead")], [("0", 4), ("2", 2)])
+    >>> spec = ModelSpec(factory="doc_small")
+    >>> model, record = apply_to_checkpoint(plan, d / "model.pt", spec, d / "out.safetensors",
+    ...                                     factory=make)
+    >>> model[0].out_features, load(d / "out.safetensors", factory=make)[0].out_features
+    (3, 3)
     """
     if out is not None and Path(out).resolve() == Path(checkpoint).resolve():
         raise CheckpointError(f"{out}: the output must not overwrite the input checkpoint")
@@ -204,13 +247,11 @@ def apply_to_checkpoint(
     tensors, header = load_state(checkpoint)
     earlier: list[Plan] = []
     if header is not None:
-        spec = spec or header.model
         earlier = [Plan.loads(p) for p in header.plans]
         input_shape = input_shape or header.input_shape
         input_dtype = header.input_dtype if input_shape == header.input_shape else input_dtype
-    if spec is None:
-        raise ConfigurationError("a model spec (--model package.module:factory) is needed")
-    model = spec.build()
+    spec = spec_for(checkpoint, spec, header and header.model, factory, kwargs)
+    model = spec.build(factory, source=checkpoint)
     if probe is not None:
         input_shape = [2, *probe.shape[1:]]
         input_dtype = str(probe.dtype).removeprefix("torch.")

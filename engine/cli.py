@@ -80,24 +80,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
+    import importlib
     import json
 
-    from engine.checkpoint import ModelSpec, apply_to_checkpoint, load_probe
+    from engine.checkpoint import apply_to_checkpoint, load_probe
+    from engine.checkpoint_factories import resolve_factory
 
-    spec = None
-    if args.model:
+    for module in args.imports or ():  # the user's own modules, named on the command line
         try:
-            kwargs = json.loads(args.kwargs) if args.kwargs else {}
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"--import {module}: {exc}") from None
+    # The factory is the user's choice (--model), or one their --import registered under the
+    # name the checkpoint holds; never a module the checkpoint names.
+    factory = resolve_factory(args.model) if args.model else None
+    kwargs = None
+    if args.kwargs:
+        try:
+            kwargs = json.loads(args.kwargs)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"--kwargs is not JSON: {exc}") from None
         if not isinstance(kwargs, dict):
             raise ConfigurationError("--kwargs must be a JSON object")
-        spec = ModelSpec(factory=args.model, kwargs=kwargs)
     if not args.dry_run and not args.output:
         raise ConfigurationError("give -o OUT (or --dry-run)")
     shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
     _, record = apply_to_checkpoint(
-        args.plan, args.checkpoint, spec, None if args.dry_run else args.output,
+        args.plan, args.checkpoint, None, None if args.dry_run else args.output,
+        factory=factory, kwargs=kwargs,
         input_shape=shape, input_dtype=args.input_dtype, dry_run=args.dry_run,
         probe=load_probe(args.probe) if args.probe else None,
     )  # fmt: skip
@@ -174,8 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="apply a saved plan to a checkpoint (input never modified)")
     p.add_argument("plan", help="plan.json")
     p.add_argument("checkpoint", help="safetensors or PyTorch state dict (loaded weights_only)")
-    p.add_argument("--model", metavar="MODULE:FACTORY", help="builds the unmodified model")
-    p.add_argument("--kwargs", metavar="JSON", help="keyword arguments of the factory")
+    p.add_argument(
+        "--model", metavar="MODULE:FUNCTION",
+        help="your function that builds the unmodified model (imported), or the name of a "
+        "factory registered by an --import module; needed unless an --import module "
+        "registered the factory the checkpoint names (a checkpoint never chooses code)",
+    )  # fmt: skip
+    p.add_argument(
+        "--import", dest="imports", action="append", metavar="MODULE",
+        help="import this module of yours first (repeatable): it may register model factories "
+        "with engine.checkpoint.register_model_factory",
+    )  # fmt: skip
+    p.add_argument(
+        "--kwargs", metavar="JSON",
+        help="keyword arguments of the factory (default: the checkpoint's, or none)",
+    )  # fmt: skip
     p.add_argument("--input-shape", metavar="N,…", help="probe batch shape, e.g. 2,3,32,32")
     p.add_argument(
         "--probe", metavar="FILE",

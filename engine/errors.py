@@ -96,3 +96,14 @@ class OptimizerRemapError(SurgeryError, ValueError):
 class DatasetError(EngineError, ValueError):
     """A data set is missing, malformed, or needs a package that is not installed (the message
     says which file or package and how to get it)."""
+
+
+class ModelFactoryError(ConfigurationError):
+    """A checkpoint names a model factory that the user has not provided. A file never chooses
+    code: its factory name is only looked up among the factories the user's own code
+    registered (``engine.checkpoint.register_model_factory``) or given (``--model``,
+    ``factory=``); ``name`` is the factory the file asked for."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name

@@ -20,7 +20,7 @@ PACKAGES = ("engine", "policies")
 
 FLOORS: list[tuple[str, ...]] = [
     ("engine._version", "engine.errors", "engine.io"),
-    ("engine.layers",),
+    ("engine.layers", "engine.checkpoint_factories"),
     ("engine.layout", "engine.neurons"),
     ("engine.stats", "engine.selection"),
     ("engine.observe", "engine.history", "engine.plan"),

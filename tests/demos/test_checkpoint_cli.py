@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from engine import checkpoint
+from engine.errors import ModelFactoryError
 from engine.plan import Plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,11 +56,15 @@ def test_cli_result_equals_in_process_surgery_and_keeps_accuracy(run) -> None:
 
 
 def test_output_loads_here_and_matches_the_original_weights(run, monkeypatch) -> None:
-    """engine.checkpoint.load rebuilds the model from the spec in the header (the factory
-    ``demo_utils:mlp`` is importable with demos/ on the path), replaying the plan."""
+    """engine.checkpoint.load rebuilds the model with the factory we give for the name in the
+    header (``demo_utils:mlp``; the file never chooses code), replaying the plan."""
     out, _ = run
+    with pytest.raises(ModelFactoryError, match="'demo_utils:mlp' is not registered"):
+        checkpoint.load(out / "model-pruned.safetensors")
     monkeypatch.syspath_prepend(str(REPO / "demos"))
-    model = checkpoint.load(out / "model-pruned.safetensors")
+    from demo_utils import mlp
+
+    model = checkpoint.load(out / "model-pruned.safetensors", factory=mlp)
     assert model.fc1.out_features == 64 and model.fc2.out_features == 32
     original = torch.load(out / "model.pt", weights_only=True)
     assert original["fc1.weight"].shape == (128, 64)  # the input checkpoint is a plain state dict

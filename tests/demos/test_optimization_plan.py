@@ -40,8 +40,8 @@ def _actions(plan: Plan) -> list[dict]:
 
 
 def test_plans_fit_the_saved_model(demo) -> None:
-    _, out, _ = demo
-    model = checkpoint.load(out / "model.safetensors")  # the trained model, from its spec
+    module, out, _ = demo
+    model = checkpoint.load(out / "model.safetensors", factory=module.mlp)  # the trained model
     fingerprint = NeuronEngine(model).fingerprint()
     for name in ("plan.json", "plan_default.json"):
         plan = Plan.load(out / name)
@@ -72,7 +72,11 @@ def test_cli_commands_redo_the_planning(demo, tmp_path: Path) -> None:
 def test_cli_apply_gives_the_reported_model(demo, tmp_path: Path) -> None:
     module, out, _ = demo
     pruned, record = checkpoint.apply_to_checkpoint(
-        out / "plan.json", out / "model.safetensors", None, tmp_path / "pruned.safetensors"
+        out / "plan.json",
+        out / "model.safetensors",
+        None,
+        tmp_path / "pruned.safetensors",
+        factory=module.mlp,
     )
     budget = _results(out)["budget"]
     assert record.params_after == budget["params_after"]
@@ -80,7 +84,7 @@ def test_cli_apply_gives_the_reported_model(demo, tmp_path: Path) -> None:
     assert module.accuracy(pruned, data.x_test, data.y_test) == pytest.approx(
         budget["test_accuracy_after"], abs=1e-6
     )
-    reloaded = checkpoint.load(tmp_path / "pruned.safetensors")
+    reloaded = checkpoint.load(tmp_path / "pruned.safetensors", factory=module.mlp)
     for a, b in zip(reloaded.state_dict().values(), pruned.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -24,8 +24,16 @@ def make_model(width: int = 10) -> nn.Sequential:
                          nn.Linear(8, 3))  # fmt: skip
 
 
-SPEC = checkpoint.ModelSpec(factory=f"{__name__}:make_model", kwargs={"width": 10})
+SPEC = checkpoint.ModelSpec(factory="checkpoint_test_model", kwargs={"width": 10})
 LAYOUT = [("0", 10), ("2", 8), ("4", 3)]
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    """The tests' own code registers the factory their checkpoints name."""
+    checkpoint.register_model_factory(SPEC.factory, make_model)
+    yield
+    checkpoint.unregister_model_factory(SPEC.factory)
 
 
 def plan() -> Plan:
@@ -110,7 +118,10 @@ def test_cli_apply_dry_run_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "weights do not fit" in err and len(err.strip().splitlines()) == 1
     assert main(["apply", str(tmp_path / "plan.json"), str(ckpt), "-o", "z"]) == 2
-    assert "model spec" in capsys.readouterr().err
+    assert "names no model" in capsys.readouterr().err
+    imported = ["apply", str(tmp_path / "plan.json"), str(ckpt), "--model",
+                f"{__name__}:make_model", "--kwargs", '{"width": 10}', "--dry-run"]  # fmt: skip
+    assert main(imported) == 0  # MODULE:FUNCTION typed by the user is imported
 
 
 def test_stale_plan_on_checkpoint_is_refused(tmp_path):
