@@ -18,7 +18,9 @@ and commits the returned registry itself.
 
 Any error on the way restores every module's parameters, buffers and attributes, the
 optimizer and the statistics exactly, and raises a :class:`~engine.errors.SurgeryError` naming the
-action (or a :class:`~engine.errors.PlanValidationError` listing every problem).
+action (or a :class:`~engine.errors.PlanValidationError` listing every problem). Any other
+``BaseException`` (``KeyboardInterrupt``, ``SystemExit``) rolls back the same way and is
+re-raised unchanged.
 
 >>> import torch, torch.nn as nn
 >>> from engine.plan import Plan, PruneAction
@@ -195,8 +197,10 @@ class Transaction:
             self.apply_actions()
             self.current = "commit"
             total = self.commit()
-        except Exception as exc:
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit too: never half a plan
             self.rollback()
+            if not isinstance(exc, Exception):
+                raise  # rolled back; re-raised unchanged
             if isinstance(exc, SurgeryError | PlanValidationError):
                 raise type(exc)(f"{self.current}: {exc}") from exc
             raise SurgeryError(f"{self.current}: {type(exc).__name__}: {exc}") from exc
@@ -254,6 +258,7 @@ class Transaction:
         self.book = UnitBook(self.layout, self.ids, self.registry)
         self.workspace = Workspace(self.model)
         self.token = optimizer_snapshot(self.optimizer) if self.optimizer is not None else None
+        self.stats_tokens = [(acc, acc.checkpoint()) for acc in self.accumulators.values()]
         self.params_before = _params(self.model)
 
     def apply_actions(self) -> None:
@@ -310,10 +315,13 @@ class Transaction:
         return total
 
     def rollback(self) -> None:
-        """Restore every touched module and the optimizer exactly as they were."""
+        """Restore every touched module, the optimizer and the statistics exactly as they
+        were (the registry is never changed: nothing to restore)."""
         self.workspace.rollback()
         if self.token is not None:
             restore_optimizer(self.optimizer, self.token)
+        for acc, token in self.stats_tokens:  # also undoes a commit cut short half-way
+            acc.restore(token)
 
     def record(self, total: Mapping[str, float]) -> SurgeryRecord:
         return SurgeryRecord(

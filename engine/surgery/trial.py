@@ -183,9 +183,11 @@ def run_trial(
             with quiet():
                 recover(model, optimizer)
         loss_after, samples_after = _measure_samples(evaluate, model, quiet, "after surgery")
-    except Exception as exc:
+    except BaseException as exc:  # an interrupt mid-recovery rolls back too, then goes on up
         transaction.rollback()
         state.restore()
+        if not isinstance(exc, Exception):
+            raise
         raise TrialError(f"trial: {type(exc).__name__}: {exc} (the plan was rolled back)") from exc
     allowed, error = 0.0, None
     if math.isfinite(loss_before):

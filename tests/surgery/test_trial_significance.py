@@ -57,3 +57,18 @@ def test_held_out_loss_per_sample_matches_the_mean():
     per = held_out_loss([(x[:4], y[:4]), (x[4:], y[4:])], nn.CrossEntropyLoss(), per_sample=True)
     mean = held_out_loss([(x[:4], y[:4]), (x[4:], y[4:])], nn.CrossEntropyLoss())
     assert per(model).shape == (10,) and per(model).mean().item() == pytest.approx(mean(model))
+
+
+def test_an_interrupt_during_recovery_rolls_the_trial_back_and_propagates():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def interrupted(m, opt):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(model, grow_plan(), None, torch.randn(8, 4), evaluate=lambda m: 1.0,
+                  recover=interrupted)  # fmt: skip
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
