@@ -2,7 +2,9 @@
 
 A snapshot is what policies and reports read: no modules, no hooks, CPU float64 tensors.
 On disk it is a folder with ``summary.json`` (layout, counts, observation points, per-layer
-summary) and ``stats.safetensors`` (per-neuron arrays). Nothing is unpickled.
+summary) and ``stats.safetensors`` (per-neuron arrays). Nothing is unpickled. The folder is
+written as a whole (``engine.io.atomic_write_dir``): a crash or kill mid-save leaves the
+previous snapshot loadable, and the next save removes what the killed one left.
 
 >>> import torch, tempfile
 >>> from engine.stats import Moments
@@ -36,7 +38,14 @@ from engine.errors import (
     NeuronNotFoundError,
     SnapshotError,
 )
-from engine.io import atomic_write_bytes, atomic_write_json, read_json, validate_json
+from engine.io import (
+    atomic_write_bytes,
+    atomic_write_dir,
+    atomic_write_json,
+    read_json,
+    resolve_dir,
+    validate_json,
+)
 from engine.layout.io import (
     LAYOUT_FILE,
     WEIGHTS_FILE,
@@ -54,6 +63,7 @@ FORMAT = "neuron-engine.stats"
 VERSION = 1
 SUMMARY_FILE = "summary.json"
 ARRAYS_FILE = "stats.safetensors"
+FILES = (SUMMARY_FILE, ARRAYS_FILE, LAYOUT_FILE, WEIGHTS_FILE)  # all a snapshot folder holds
 
 
 class _LayerRecord(BaseModel):
@@ -217,7 +227,11 @@ class StatsSnapshot:
         ).model_dump(mode="json")
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``summary.json`` and ``stats.safetensors`` into ``directory`` (atomically)."""
+        """Write ``summary.json``, ``stats.safetensors`` (and the model layout, if set) as the
+        folder ``directory``, atomically as a whole: every file goes into a new sibling folder
+        that then replaces ``directory``, so a failed or killed save leaves the previous
+        snapshot loadable. A ``directory`` holding other files than a snapshot's is refused
+        with ``SnapshotError`` (it is replaced as a whole); nothing is written then."""
         directory = Path(directory)
         tensors: dict[str, torch.Tensor] = {}
         for name, layer in self.layers.items():
@@ -233,19 +247,21 @@ class StatsSnapshot:
                     tensors[f"{name}/growth_delta"] = layer.growth.delta_total.cpu().contiguous()
         record = self._record()
         digest = _layers_digest(record["layers"])
-        atomic_write_bytes(directory / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
-        atomic_write_json(directory / SUMMARY_FILE, record)
 
-        if self.model_layout is not None:
-            save_layout(self.model_layout, directory)
-        else:  # a layout left by an earlier save describes another model: never pick it up
-            for stale in (LAYOUT_FILE, WEIGHTS_FILE):
-                (directory / stale).unlink(missing_ok=True)
+        def fill(tmp: Path) -> None:  # a fresh folder: no stale layout of another model in it
+            atomic_write_bytes(tmp / ARRAYS_FILE, st_save(tensors, metadata={"layers": digest}))
+            atomic_write_json(tmp / SUMMARY_FILE, record)
+            if self.model_layout is not None:
+                save_layout(self.model_layout, tmp)
+
+        atomic_write_dir(directory, fill, keep=FILES, error=SnapshotError)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> StatsSnapshot:
-        directory = Path(directory)
+        """Read a snapshot folder (see :meth:`save`); a folder missing because a save was cut
+        between its two renames is read from the previous copy set aside beside it."""
+        directory = resolve_dir(directory)
         summary_path, arrays_path = directory / SUMMARY_FILE, directory / ARRAYS_FILE
         for p in (summary_path, arrays_path):
             if not p.is_file():
