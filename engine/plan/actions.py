@@ -11,6 +11,7 @@ one layer; neuron IDs are given alongside so a human (and the surgery) can cross
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
@@ -30,7 +31,9 @@ class _Action(BaseModel):
 
 def _no_duplicates(owner: str, **lists: list[int]) -> None:
     for field, values in lists.items():
-        dup = sorted({i for i in values if values.count(i) > 1})
+        if len(set(values)) == len(values):
+            continue
+        dup = sorted(i for i, n in Counter(values).items() if n > 1)  # linear, not list.count
         if dup:
             raise ValueError(f"{owner}: {field} lists units {dup} more than once")
 

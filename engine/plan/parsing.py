@@ -29,6 +29,8 @@ from engine.errors import PlanError
 
 # kinds of the discriminated ``merge`` list (pydantic puts the tag into error paths)
 KINDS = ("merge", "fold")
+# values that cannot hold a NaN/inf (floats and containers are walked)
+_SCALARS = frozenset({int, bool, str, type(None)})
 
 
 def read_plan_text(path: str | os.PathLike[str]) -> str:
@@ -77,12 +79,13 @@ def strict_json_text(data: Any, source: str) -> str:
     ...
     engine.errors.PlanError: plan: field 'a' = inf: not allowed in a plan
     """
-    bad = non_finite_path(data)
-    if bad is not None:
-        raise PlanError(f"{source}: field {bad[0]!r} = {bad[1]}: not allowed in a plan")
-    try:
+    try:  # the encoder refuses NaN/inf itself; the (slower) walk below only names the field
         return json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as exc:
+        bad = non_finite_path(data)
+        if bad is not None:
+            where = f"field {bad[0]!r} = {bad[1]}"
+            raise PlanError(f"{source}: {where}: not allowed in a plan") from None
         raise PlanError(f"{source}: not JSON data ({exc})") from None
 
 
@@ -123,6 +126,8 @@ def non_finite_path(data: Any, prefix: str = "") -> tuple[str, float] | None:
     else:
         return None
     for key, value in items:
+        if type(value) in _SCALARS:  # skip a million plain indices without a call each
+            continue
         found = non_finite_path(value, f"{prefix}.{key}" if prefix else str(key))
         if found is not None:
             return found

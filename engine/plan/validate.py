@@ -19,7 +19,7 @@ hidden units, grouped convolutions…), and a fingerprint that does not match.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from engine.errors import FingerprintMismatchError, PlanValidationError
 from engine.layout import ModelLayout
@@ -111,10 +111,10 @@ def validation_problems(
         if bad:
             problems.append(f"{label}: local indices {bad} out of range for {layer.units} units")
             continue
-        if len(set(touched)) != len(touched):
-            dup = sorted({i for i in touched if touched.count(i) > 1})
-            if not isinstance(action, ExpandAction):  # net2net may split one source twice
-                problems.append(f"{label}: units {dup} appear more than once")
+        # net2net may split one source twice; elsewhere a repeat is an error (linear check)
+        if not isinstance(action, ExpandAction) and len(set(touched)) != len(touched):
+            dup = sorted(i for i, n in Counter(touched).items() if n > 1)
+            problems.append(f"{label}: units {dup} appear more than once")
         problems += [f"{label}: {m}" for m in _id_mismatches(action, layer)]
         kind = action.kind
         if kind not in layer.supports:
