@@ -16,6 +16,8 @@ Commands report bad input with exit code 2 and one message naming the problem (n
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,7 +83,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_apply(args: argparse.Namespace) -> int:
     import importlib
-    import json
 
     from engine.checkpoint import apply_to_checkpoint, load_probe
     from engine.checkpoint_factories import resolve_factory
@@ -101,16 +102,34 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"--kwargs is not JSON: {exc}") from None
         if not isinstance(kwargs, dict):
-            raise ConfigurationError("--kwargs must be a JSON object")
+            raise ConfigurationError(
+                f"--kwargs: expected a JSON object, got {type(kwargs).__name__}"
+            )
     if not args.dry_run and not args.output:
         raise ConfigurationError("give -o OUT (or --dry-run)")
-    shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
-    _, record = apply_to_checkpoint(
-        args.plan, args.checkpoint, None, None if args.dry_run else args.output,
-        factory=factory, kwargs=kwargs,
-        input_shape=shape, input_dtype=args.input_dtype, dry_run=args.dry_run,
-        probe=load_probe(args.probe) if args.probe else None,
-    )  # fmt: skip
+    try:
+        _, record = apply_to_checkpoint(
+            args.plan, args.checkpoint, None, None if args.dry_run else args.output,
+            factory=factory, kwargs=kwargs, input_shape=args.input_shape,
+            input_dtype=args.input_dtype or "float32", dry_run=args.dry_run,
+            probe=load_probe(args.probe) if args.probe else None,
+        )  # fmt: skip
+    except RuntimeError as exc:  # torch: the model cannot run on the probe batch the user chose
+        if args.input_shape is None and args.input_dtype is None:
+            raise
+        given = [
+            f"{flag} {value}"
+            for flag, value in (
+                ("--input-shape", ",".join(map(str, args.input_shape or ()))),
+                ("--input-dtype", args.input_dtype),
+            )
+            if value
+        ]
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigurationError(
+            f"{' '.join(given)}: the model cannot run on this probe batch ({first}); give the "
+            f"shape and dtype of the model's input"
+        ) from None
     print(surgery_summary(record, dry_run=args.dry_run, out=args.output))
     return 0
 
@@ -138,6 +157,42 @@ def _count(text: str) -> int:
     return value
 
 
+def _shape(text: str) -> list[int]:
+    """``--input-shape``: positive integers separated by commas (a probe needs rows)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        dims = []
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(
+            f"expected sizes ≥ 1 separated by commas, e.g. 2,3,32,32, got {text!r}"
+        )
+    return dims
+
+
+def _dtype(text: str) -> str:
+    """``--input-dtype``: the name of a torch dtype (float32, float16, bfloat16, int64, …)."""
+    import torch
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", text) or not isinstance(
+        getattr(torch, text, None), torch.dtype
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected a torch dtype name (float32, float64, float16, bfloat16, int64, …), "
+            f"got {text!r}"
+        )
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        one_line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {one_line} (see {self.prog} --help)\n")
+
+
 def _unit_interval(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -146,7 +201,7 @@ def _unit_interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="neuron-engine",
         description="Self-modifying network engine: inspect statistics, plans and checkpoints.",
     )
@@ -199,13 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--kwargs", metavar="JSON",
         help="keyword arguments of the factory (default: the checkpoint's, or none)",
     )  # fmt: skip
-    p.add_argument("--input-shape", metavar="N,…", help="probe batch shape, e.g. 2,3,32,32")
+    p.add_argument(
+        "--input-shape", metavar="N,…", type=_shape,
+        help="probe batch shape, sizes ≥ 1, e.g. 2,3,32,32",
+    )  # fmt: skip
     p.add_argument(
         "--probe", metavar="FILE",
         help="real inputs to measure the output change on: safetensors (one tensor, or one "
         "named 'inputs') or .npy; default: random N(0, 1) data of --input-shape",
     )  # fmt: skip
-    p.add_argument("--input-dtype", default="float32", help="probe dtype (default float32)")
+    p.add_argument(
+        "--input-dtype", type=_dtype, metavar="DTYPE",
+        help="probe dtype, a torch dtype name (default: the checkpoint's, or float32)",
+    )  # fmt: skip
     p.add_argument("-o", "--output", metavar="OUT", help="modified checkpoint (safetensors)")
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     p.set_defaults(func=_cmd_apply)

@@ -122,6 +122,9 @@ class NeuronEngine(EngineSurgery):
     ) -> None:
         """Keep a few samples of the first tracked batch (positional and keyword arguments):
         the probe for layout and surgery."""
+        batched = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
+        if batched and all(a.shape[0] == 0 for a in batched):
+            return  # an empty batch measures nothing: wait for one with rows
         if self.example_inputs is None:
             self.example_inputs = first_samples(args)
             self.example_kwargs = first_kwarg_samples(kwargs)

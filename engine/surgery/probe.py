@@ -8,7 +8,9 @@ Two readings, both deterministic and side-effect free:
   Running buffers are passed as clones through ``torch.func.functional_call``, so the
   probe never moves them.
 
-Modes are restored afterwards, also when the forward raises.
+Modes are restored afterwards, also when the forward raises. A probe batch without rows (every
+batched input tensor has 0 samples) would measure nothing and report a change of 0.0; it is
+refused with a ``SurgeryError`` naming the input shapes.
 
 >>> import torch, torch.nn as nn
 >>> model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
@@ -28,7 +30,27 @@ from torch.utils._pytree import tree_flatten
 
 from engine.errors import SurgeryError
 
-__all__ = ["Probe"]
+__all__ = ["Probe", "check_probe_rows"]
+
+
+def check_probe_rows(args: tuple[Any, ...], kwargs: dict | None = None) -> None:
+    """Raise ``SurgeryError`` when the probe batch has no rows: its input tensors (those with a
+    batch axis) all have 0 samples. Inputs without tensors are not judged.
+
+    >>> try:
+    ...     check_probe_rows((torch.zeros(0, 8),))
+    ... except SurgeryError as exc:
+    ...     print(str(exc)[:51])
+    the probe batch has no rows (input shapes [[0, 8]])
+    """
+    leaves, _ = tree_flatten((tuple(args), dict(kwargs or {})))
+    batched = [t for t in leaves if isinstance(t, torch.Tensor) and t.dim() >= 1]
+    if batched and all(t.shape[0] == 0 for t in batched):
+        shapes = [list(t.shape) for t in batched][:8]
+        raise SurgeryError(
+            f"the probe batch has no rows (input shapes {shapes}): a change measured on it "
+            "would be 0.0 and mean nothing; give example inputs with at least one sample"
+        )
 
 
 def _has_running_stats(model: nn.Module) -> bool:
@@ -42,6 +64,7 @@ class Probe:
     """Reference outputs of ``model`` on ``args``/``kwargs``, and later changes against them."""
 
     def __init__(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict | None = None):
+        check_probe_rows(tuple(args), kwargs)
         self.model = model
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
