@@ -205,7 +205,7 @@ class SurgerySchedule:
                 self.records.append(trial.record)
                 if "expand" not in kinds and trial.loss_change is not None and trial.loss_before:
                     self.cut_budget_used += trial.loss_change / abs(trial.loss_before)
-                if kinds - {"expand"} and scale == self.shrink_scale:  # a kept cut: lengthen
+                if "expand" not in kinds and scale == self.shrink_scale:  # a kept cut: lengthen
                     self.shrink_scale = min(1.0, scale / self.backoff)
                 return trial.record
             if "expand" in kinds:

@@ -141,8 +141,7 @@ class BudgetPolicy(Policy):
         >>> BudgetPolicy(target_fraction=0.5).scaled(0.5).settings.step_scale
         0.5
         """
-        data = {**self.settings.model_dump(), "step_scale": self.settings.step_scale * factor}
-        return type(self)(data)
+        return self.with_settings(step_scale=self.settings.step_scale * factor)
 
     # --- which spaces -------------------------------------------------------------------------
     def _patterns(self) -> list[str] | None:

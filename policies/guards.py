@@ -173,15 +173,11 @@ class Guard:
         (4, 12)
         """
         members = self.group(name) if coupled_ok else [name]
-        for k in range(max(0, count), -1, -1):
-            if all(
-                (self.layout.layers[m].units - self.removed[m] - k)
-                % max(1, self.layout.layers[m].width_multiple)
-                == 0
-                for m in members
-            ):
-                return k
-        return 0
+        # The members of a coupled group share one unit space (same width, same removals):
+        # k is valid when k ≡ width (mod the lcm of their multiples).
+        multiple = math.lcm(*(max(1, self.layout.layers[m].width_multiple) for m in members))
+        width = self.layout.layers[name].units - self.removed[name]
+        return max(0, count - (count - width) % multiple) if count > 0 else 0
 
     def free(self, name: str, local_indices) -> list[int]:
         """The indices not yet claimed by an earlier action of this plan."""

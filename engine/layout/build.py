@@ -94,7 +94,12 @@ from torch import nn
 from torch_pruning import ops as tp_ops
 
 from engine.errors import ConfigurationError
-from engine.layout.members import DependencyMember, classify_member
+from engine.layout.members import (
+    DependencyMember,
+    appendable,
+    classify_member,
+    unit_positions,
+)
 from engine.layout.model import ALL_KINDS, ConsumerSlice, LayerLayout, ModelLayout
 from engine.layout.params import is_depthwise, params_per_index, self_overlap
 from engine.layout.trace import ForwardFn, trace_graph
@@ -229,20 +234,12 @@ def _layer_layout(ctx: _Context, name: str, module: nn.Module, ids: list[int]) -
 
 
 def _appendable(ctx: _Context, m: DependencyMember, units: int) -> bool:
-    """Whether the member's positions cover its whole axis, unit after unit, in equal runs:
-    then growth can append new units at the end (not so for one branch of a concat)."""
+    """Whether growth can append new units at the end of this member's axis."""
     pruner = ctx.graph.get_pruner_of_module(m.module)
     if pruner is None or isinstance(m.module, nn.Parameter):
         return True  # Torch-Pruning's own ops (add, concat, flatten…): judged at the modules
     size = (pruner.get_in_channels if m.is_in else pruner.get_out_channels)(m.module)
-    if size is None:
-        return True
-    positions: list[list[int]] = [[] for _ in range(units)]
-    for idx, root in zip(m.idxs, m.roots, strict=False):
-        if root is not None and 0 <= root < units:
-            positions[root].append(int(idx))
-    flat = [p for pos in positions for p in sorted(pos)]
-    return flat == list(range(int(size))) and len({len(p) for p in positions}) == 1
+    return size is None or appendable(unit_positions(m.idxs, m.roots, units), int(size))
 
 
 def _own_supports(module: nn.Module) -> frozenset[str]:

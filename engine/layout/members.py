@@ -33,3 +33,28 @@ def classify_member(graph: tp.DependencyGraph, item: Any) -> DependencyMember:
     is_in = pruner is not None and dep.handler == pruner.prune_in_channels
     roots = item.root_idxs if item.root_idxs is not None else list(item.idxs)
     return DependencyMember(target, dep.target, list(item.idxs), list(roots), is_in, is_out)
+
+
+def unit_positions(idxs: list[int], roots: list[int | None], units: int) -> list[list[int]]:
+    """Per unit of the layer, the sorted positions that carry it on a member's axis (a
+    Torch-Pruning group item's ``idxs`` and their ``root_idxs``).
+
+    >>> unit_positions([0, 1, 2, 3], [0, 0, 1, 1], 2)
+    [[0, 1], [2, 3]]
+    """
+    positions: list[list[int]] = [[] for _ in range(units)]
+    for idx, root in zip(idxs, roots, strict=False):
+        if root is not None and 0 <= root < units:
+            positions[root].append(int(idx))
+    return [sorted(p) for p in positions]
+
+
+def appendable(positions: list[list[int]], size: int) -> bool:
+    """Whether new units can be appended at the end of an axis of ``size``: the positions
+    cover it whole, unit after unit, in equal runs (not so for one branch of a concat).
+
+    >>> appendable([[0, 1], [2, 3]], 4), appendable([[4], [5]], 8)
+    (True, False)
+    """
+    flat = [p for pos in positions for p in pos]
+    return flat == list(range(size)) and len({len(p) for p in positions}) == 1

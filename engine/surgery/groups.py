@@ -22,6 +22,7 @@ import torch_pruning as tp
 from torch import nn
 
 from engine.errors import SurgeryError
+from engine.layout.members import appendable, unit_positions
 from engine.surgery.resizers import resizer_for
 
 __all__ = ["GroupMember", "unit_group"]
@@ -46,8 +47,7 @@ class GroupMember:
     def appendable(self) -> bool:
         """Whether new units can be appended at the end of this member's axis: its positions
         cover the whole axis, unit after unit (not an offset inside a concat)."""
-        flat = [p for pos in self.positions for p in pos]
-        return flat == list(range(self.size)) and len({len(p) for p in self.positions}) == 1
+        return appendable(self.positions, self.size)
 
 
 def _axis_size(member_module: nn.Module, pruner, side: str) -> int:
@@ -96,10 +96,7 @@ def unit_group(model: nn.Module, graph: tp.DependencyGraph, layer: str) -> list[
         resizer_for(target)  # raises for unknown types
         side = "out" if is_out else "in"
         roots = item.root_idxs if item.root_idxs is not None else list(item.idxs)
-        positions: list[list[int]] = [[] for _ in range(units)]
-        for idx, root in zip(item.idxs, roots):
-            if root is not None and 0 <= root < units:
-                positions[root].append(int(idx))
+        positions = unit_positions(list(item.idxs), list(roots), units)
         key = (names[target], side)
         if key in members:
             continue
@@ -107,7 +104,7 @@ def unit_group(model: nn.Module, graph: tp.DependencyGraph, layer: str) -> list[
             name=names[target],
             module=target,
             side=side,
-            positions=[sorted(p) for p in positions],
+            positions=positions,
             size=_axis_size(target, member_pruner, side),
         )
     return list(members.values())

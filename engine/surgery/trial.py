@@ -54,10 +54,6 @@ __all__ = ["Recover", "held_out_loss", "run_trial"]
 Recover = Callable[[nn.Module, "torch.optim.Optimizer | None"], Any]
 
 
-def _measure(evaluate: Evaluate, model: nn.Module, quiet: Callable[[], Any], what: str) -> float:
-    return _measure_samples(evaluate, model, quiet, what)[0]
-
-
 def _measure_samples(
     evaluate: Evaluate, model: nn.Module, quiet: Callable[[], Any], what: str
 ) -> tuple[float, torch.Tensor | None]:

@@ -148,3 +148,15 @@ def assert_same_state(before: dict, after: dict) -> None:
             for k, v in s.items():
                 w = after["state"][pid][k]
                 assert torch.equal(v, w) if torch.is_tensor(v) else v == w
+
+
+def trained():
+    """The seeded MLP after two Adam steps (optimizer state set) and its input batch."""
+    model = seeded_model(mlp)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = inputs_for(model)
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    return model, opt, x

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from surgery_models import assert_same_state, inputs_for, mlp, plan_for, seeded_model, state_of
+from surgery_models import assert_same_state, inputs_for, plan_for, state_of, trained
 
 import engine.stats.remap as stats_remap
 import engine.surgery.transaction as transaction
@@ -20,13 +20,7 @@ LAYERS = ["0", "2", "4"]
 def setup():
     """A trained MLP, its Adam optimizer with state, and an engine with statistics (some
     batches still pending, not yet flushed) and correlation on."""
-    model = seeded_model(mlp)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = inputs_for(model)
-    for _ in range(2):
-        opt.zero_grad()
-        model(x).square().mean().backward()
-        opt.step()
+    model, opt, _ = trained()
     engine = NeuronEngine(model, correlation=True, flush_every=64)
     with engine.tracking():
         for seed in range(3):

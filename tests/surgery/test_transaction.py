@@ -9,10 +9,10 @@ from surgery_models import (
     Transformer,
     assert_same_state,
     inputs_for,
-    mlp,
     plan_for,
     seeded_model,
     state_of,
+    trained,
 )
 from torch import nn
 
@@ -23,17 +23,6 @@ from engine.plan import ExpandAction, MergeAction, Plan, PruneAction
 from engine.surgery import apply_plan
 
 LAYERS = ["0", "2", "4"]
-
-
-def trained():
-    model = seeded_model(mlp)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = inputs_for(model)
-    for _ in range(2):
-        opt.zero_grad()
-        model(x).square().mean().backward()
-        opt.step()
-    return model, opt, x
 
 
 def prune(layer, units, ids=None):
