@@ -36,6 +36,7 @@ import torch_pruning as tp
 from timing import interleave, summarize, timed
 from torch import nn
 from tracking_overhead import BasicBlock  # torchvision-style, shared with that benchmark
+from versions import versions, versions_line
 
 from engine import NeuronEngine
 from policies import BudgetPolicy
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": f"ResNet-18 (width {args.width})", "params": total, "target_params": target,
         "tp_pruning_ratio": round(ratio, 5), "threads": args.threads, "repeats": args.repeats,
         "samples_per_unit_layer4": snapshot.layers["layer4.1.conv2"].count, "convs": len(convs),
-        "rows": rows, "changed": changed,
+        "rows": rows, "changed": changed, "versions": versions(),
     }  # fmt: skip
 
 
@@ -184,6 +185,7 @@ def print_table(result: dict) -> None:
     print(f"{result['model']}: {result['params']:,} parameters, target {result['target_params']:,}"
           f" (-{BUDGET:.0%}); Torch-Pruning ratio {result['tp_pruning_ratio']}; "
           f"{result['threads']} thread(s), {result['repeats']} repeats")  # fmt: skip
+    print(versions_line(result["versions"]))
     print(f"{'variant':<16}{'median s':>10}{'IQR s':>10}{'/ tp':>8}{'params after':>14}"
           f"{'convs changed':>15}")  # fmt: skip
     for name, row in result["rows"].items():

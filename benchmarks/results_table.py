@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, replace
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_rows as rr
 import results_training as rt
 from results_report import Row, check_targets, markdown, summarise, targets_markdown
+from versions import versions
 
 REPO = rr.REPO
 FAST = rr.Settings(
@@ -215,8 +215,7 @@ def main() -> None:
                      "self_modifying_config": str(args.self_modifying_config),
                      "growth_settings": {i: rt.growth_settings(i) for i in rt.GROWTH_INITS},
                      "guards": rr.GUARDS},
-        "versions": {"torch": torch.__version__, "torch_pruning": tp.__version__,
-                     "python": platform.python_version()},
+        "versions": versions(),
         "rows": [asdict(r) for r in rows],
         "per_seed": {str(k): v for k, v in per_seed.items()},
         "summary": summary,

@@ -40,6 +40,7 @@ from self_sizing_runs import (
     train_peer,
     train_self_sizing,
 )
+from versions import versions, versions_line
 
 ROWS = ("fixed wide", "start wide", "Torch-Pruning", "start narrow", "fixed narrow")
 WIDE, NARROW = 2.0, 0.25
@@ -90,7 +91,7 @@ def table(results: dict[str, dict[str, list[dict]]], s: Settings, seeds: list[in
     lines = [
         f"Mean over seeds {seeds}; {s.epochs} epochs, surgery every {s.every} (trials: "
         f"{s.recovery} recovery steps, cut budget {s.cut_budget:g}, growth must gain "
-        f"{s.min_growth_gain:g}, cuts from epoch {s.epochs // 3}).",
+        f"{s.min_growth_gain:g}, cuts from epoch {s.epochs // 3}); {versions_line()}.",
         "",
         "| task | run | test accuracy % | parameters | × fixed wide | final widths "
         "| steps × fixed |",
@@ -166,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(results, s, seeds)
     (args.out / "results.md").write_text(text + "\n")
-    summary = {name: {"verdicts": verdicts(rows), "runs": rows} for name, rows in results.items()}
+    summary: dict[str, Any] = {
+        name: {"verdicts": verdicts(rows), "runs": rows} for name, rows in results.items()
+    }
+    summary["versions"] = versions()
     (args.out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(results, args.out / "accuracy_vs_params.png")
     print()

@@ -37,4 +37,6 @@ def test_fast_run_writes_consistent_numbers(tmp_path, capsys):
     assert rows["tp"]["convs_changed"] == 20 and rows["tp"]["ratio_to_tp"] == 1.0
     coupled = {"conv1", "layer1.0.conv2", "layer4.0.downsample.0"}
     assert coupled <= set(result["changed"]["budget_uniform"])
-    assert "budget_uniform" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "budget_uniform" in printed
+    assert f"Torch-Pruning {result['versions']['torch_pruning']}" in printed

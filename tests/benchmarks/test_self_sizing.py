@@ -28,6 +28,7 @@ def test_fast_run_writes_every_row(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results.pop("versions")["torch_pruning"] not in ("", "not installed")
     assert set(results) == {"digits_mlp", "digits_cnn", "signals_mlp"}
     for task, data in results.items():
         runs = data["runs"]
