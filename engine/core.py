@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from torch import nn
 
 from engine.engine_surgery import EngineSurgery
 from engine.errors import ConfigurationError, LayerNotFoundError, TrackingStateError
+from engine.forking import check_fork_target, copy_engine_state, engine_hook_functions
 from engine.history import EpochRecord, TrainingHistory
 from engine.layout import ModelLayout, build_layout, layout_fingerprint
 from engine.observe import HookSet, make_observer
@@ -75,6 +77,12 @@ class NeuronEngine(EngineSurgery):
                 f"saturation_tolerance must be in [0, 0.5), got {saturation_tolerance}"
             )
         self.model = model
+        self._settings = dict(  # fork() builds its twin with them
+            include=include, exclude=exclude, correlation=correlation,
+            max_correlation_units=max_correlation_units, firing_threshold=firing_threshold,
+            saturation_tolerance=saturation_tolerance, flush_every=flush_every,
+            growth_signal=growth_signal,
+        )  # fmt: skip
         self.firing_threshold = float(firing_threshold)
         self.saturation_tolerance = float(saturation_tolerance)
         self.neurons, self.layers = track_layers(
@@ -160,6 +168,30 @@ class NeuronEngine(EngineSurgery):
             yield self
         finally:
             self.stop()
+
+    def fork(self, model_copy: nn.Module | None = None) -> NeuronEngine:
+        """A second engine on a copy of the model, starting from this engine's state (same
+        settings, statistics, neuron IDs, history and records) and independent from then on:
+        try two plans side by side (see ``engine.forking``). ``model_copy`` (default: a
+        ``copy.deepcopy`` made without the tracking hooks) must be a structural twin sharing
+        no tensor with the model. The fork is not tracking; listeners are not copied.
+
+        >>> import torch, torch.nn as nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> engine = NeuronEngine(model)
+        >>> with engine.tracking():
+        ...     _ = model(torch.randn(16, 4))
+        >>> twin = engine.fork()
+        >>> twin.snapshot().layers["0"].count, twin.fingerprint() == engine.fingerprint()
+        (16, True)
+        """
+        if model_copy is None:
+            with self.paused():
+                model_copy = copy.deepcopy(self.model)
+        check_fork_target(self.model, model_copy, engine_hook_functions(self._hooks))
+        twin = type(self)(model_copy, **self._settings)
+        copy_engine_state(self, twin)
+        return twin
 
     # --- statistics -----------------------------------------------------------------------
     def layer(self, name: str) -> TrackedLayer:

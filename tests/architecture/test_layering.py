@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("engine.planning", "engine.preview"),
     ("policies",),
     ("engine.surgery", "engine.dynamics", "engine.tracked", "engine.sparsity"),
-    ("engine.engine_surgery",),
+    ("engine.engine_surgery", "engine.forking"),
     ("engine.core",),
     ("engine.schedule", "engine.weights", "engine.checkpoint", "engine.report", "engine.data"),
     ("engine.cli",),
