@@ -6,9 +6,15 @@ Input checkpoints load safely: safetensors files, or PyTorch files through
 
 The output is one safetensors file (written atomically) with the modified weights and, in its
 header, the **model spec** (the factory's *name* and JSON keyword arguments), the probe
-input's shape and dtype, and every **applied plan** in order. :func:`load` builds the model
-with the factory the user provides for that name, replays the plans' structure (shapes only)
-and loads the weights.
+input's shape and dtype, every **applied plan** in order, and the model's current **neuron
+IDs** per layer (bounded by its width). :func:`load` builds the model with the factory the user
+provides for that name, replays the plans' structure (shapes only) and loads the weights.
+
+**A plan applies once, to the state it was made for.** :func:`apply_to_checkpoint` refuses
+(:class:`~engine.errors.StalePlanError`, nothing written) a plan equal to one applied already,
+and a plan whose neuron IDs disagree with the checkpoint's (one made before an earlier surgery
+that kept the widths), as ``NeuronEngine.apply`` does; files without recorded IDs get them by
+replaying their plans. :func:`load_neurons` gives the IDs, for an engine on the loaded model.
 
 **A file never chooses code.** The factory name in a header is only looked up among the
 factories the user's code registered (:func:`register_model_factory`) or passes
@@ -56,8 +62,10 @@ from engine.checkpoint_factories import (
 )
 from engine.errors import ConfigurationError, EngineError, ModelFactoryError
 from engine.io import atomic_write_bytes
-from engine.plan import Plan
+from engine.neurons import NeuronRegistry
+from engine.plan import Plan, lineage
 from engine.plan.actions import ExpandAction
+from engine.plan.lineage import NeuronState
 from engine.surgery import SurgeryRecord, apply_plan
 
 __all__ = [
@@ -67,6 +75,7 @@ __all__ = [
     "apply_to_checkpoint",
     "checkpoint_summary",
     "load",
+    "load_neurons",
     "load_probe",
     "load_state",
     "register_model_factory",
@@ -86,11 +95,12 @@ class _Header(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: str = FORMAT
-    version: int = 1
+    version: int = 2  # 2: neuron IDs recorded (1: absent, replayed from the plans)
     model: ModelSpec
     input_shape: list[int]
     input_dtype: str = "float32"
     plans: list[dict[str, Any]] = Field(default_factory=list)
+    neurons: NeuronState | None = None
 
 
 def _example(shape: list[int], dtype: str) -> torch.Tensor:
@@ -137,8 +147,12 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], _
     return dict(data), None
 
 
-def _replay(model: nn.Module, plans: list[Plan], example: torch.Tensor) -> None:
-    """Replay the plans' structure (values are loaded afterwards)."""
+def _replay(
+    model: nn.Module, plans: list[Plan], example: torch.Tensor, *, ids: bool = False
+) -> NeuronState | None:
+    """Replay the plans' structure (values are loaded afterwards); with ``ids``, also their
+    neuron IDs (``None`` when the plans disagree on them: a file from before the check)."""
+    state: NeuronState | None = None
     for plan in plans:
         structural = [
             a.model_copy(update={"init": "zero_outgoing"})
@@ -146,8 +160,15 @@ def _replay(model: nn.Module, plans: list[Plan], example: torch.Tensor) -> None:
             else a
             for a in plan.actions()
         ]
-        plan = Plan.create(structural, plan.layout)
-        apply_plan(model, plan, example_inputs=example, measure="none", allow_output_changes=True)
+        replayed = Plan.create(structural, plan.layout)
+        registry = lineage.registry_for(plan, state) if ids else None
+        if registry is not None and lineage.stale_problems(plan, registry):
+            ids, registry, state = False, None, None  # an old file's history: IDs unknown
+        record = apply_plan(model, replayed, example_inputs=example, measure="none",
+                            allow_output_changes=True, registry=registry)  # fmt: skip
+        if registry is not None:
+            state = NeuronState.of(record.neurons_after)
+    return state
 
 
 def save(
@@ -158,11 +179,16 @@ def save(
     *,
     input_shape: list[int],
     input_dtype: str = "float32",
+    neurons: NeuronRegistry | NeuronState | None = None,
 ) -> Path:
-    """Write ``model``'s weights with the spec and applied plans (atomically)."""
+    """Write ``model``'s weights with the spec and applied plans (atomically). ``neurons``:
+    the model's current neuron IDs (``engine.neurons``); without them, a later
+    :func:`apply_to_checkpoint` replays them from the plans."""
+    if isinstance(neurons, NeuronRegistry):
+        neurons = NeuronState.of(neurons.state_dict())
     header = _Header(
         model=spec, input_shape=list(input_shape), input_dtype=input_dtype,
-        plans=[p.to_json() for p in plans],
+        plans=[p.to_json() for p in plans], neurons=neurons,
     )  # fmt: skip
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "neuron_engine": header.model_dump_json()}
@@ -248,6 +274,7 @@ def apply_to_checkpoint(
     earlier: list[Plan] = []
     if header is not None:
         earlier = [Plan.loads(p) for p in header.plans]
+        lineage.check_not_applied(plan, earlier, checkpoint)
         input_shape = input_shape or header.input_shape
         input_dtype = header.input_dtype if input_shape == header.input_shape else input_dtype
     spec = spec_for(checkpoint, spec, header and header.model, factory, kwargs)
@@ -257,16 +284,38 @@ def apply_to_checkpoint(
         input_dtype = str(probe.dtype).removeprefix("torch.")
     shape = input_shape or _default_shape(model)
     example = _example(shape, input_dtype)
-    _replay(model, earlier, example)
+    known = header.neurons if header is not None else None
+    replayed = _replay(model, earlier, example, ids=known is None)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"{checkpoint}: weights do not fit {spec.factory}: {first}") from None
-    record = apply_plan(model, plan, example_inputs=example if probe is None else probe)
+    registry = lineage.registry_for(plan, known or replayed)
+    lineage.check_not_stale(plan, registry, checkpoint, applied=len(earlier))
+    record = apply_plan(model, plan, example_inputs=example if probe is None else probe,
+                        registry=registry)  # fmt: skip
     if not dry_run and out is not None:
-        save(out, model, spec, [*earlier, plan], input_shape=shape, input_dtype=input_dtype)
+        save(out, model, spec, [*earlier, plan], input_shape=shape, input_dtype=input_dtype,
+             neurons=NeuronState.of(record.neurons_after))  # fmt: skip
     return model, record
+
+
+def load_neurons(path: str | os.PathLike[str]) -> NeuronRegistry | None:
+    """The neuron IDs a checkpoint records (``None``: a plain state dict, or a file from
+    before they were recorded). Give them to an engine on the loaded model so that its plans
+    name the checkpoint's units: ``engine.neurons.load_state_dict(ids.state_dict())``.
+
+    >>> import tempfile, torch.nn as nn
+    >>> f = save(tempfile.mkdtemp() + "/m.safetensors", nn.Linear(3, 2), ModelSpec(factory="x"),
+    ...          [], input_shape=[2, 3], neurons=NeuronState(layers={"": [4, 7]}, next_id=9))
+    >>> load_neurons(f).ids("")
+    [4, 7]
+    """
+    _, header = load_state(path)
+    if header is None or header.neurons is None:
+        return None
+    return NeuronRegistry.from_state_dict(header.neurons.model_dump())
 
 
 def load_probe(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -340,7 +389,8 @@ def checkpoint_summary(path: str | os.PathLike[str]) -> str:
         kwargs = json.dumps(header.model.kwargs) if header.model.kwargs else ""
         lines.append(f"model {header.model.factory} {kwargs}".rstrip())
         lines.append(f"input {header.input_dtype} {header.input_shape}")
-        lines.append(f"plans applied: {len(header.plans)}")
+        ids = "recorded" if header.neurons else "not recorded (replayed from the plans)"
+        lines.append(f"plans applied: {len(header.plans)}; neuron IDs {ids}")
     width = max((len(name) for name in state), default=0)
     lines += [f"  {name:<{width}}  {list(t.shape)}" for name, t in sorted(state.items())]
     return "\n".join(lines)

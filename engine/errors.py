@@ -67,6 +67,17 @@ class FingerprintMismatchError(PlanError):
     """A plan was made for a different model layout than the one it is checked against."""
 
 
+class StalePlanError(FingerprintMismatchError):
+    """A plan was made for another state of the model than the one it is applied to (its
+    neuron IDs disagree, though the widths may match), or it was applied there already."""
+
+
+class NonFiniteStatisticsError(PlanError):
+    """A policy was about to write a NaN or ±inf statistic into a plan action (e.g. the
+    constant a pruned unit is replaced by); names the layer and the units. The planner keeps
+    units that saw non-finite values out of every policy, so this means a policy bypassed it."""
+
+
 class PlanValidationError(PlanError):
     """A plan does not fit the model it is checked against; ``problems`` lists every reason,
     each naming the action (``prune[0]``, ``merge[2]``…) and its layer."""
@@ -80,6 +91,16 @@ class PlanValidationError(PlanError):
 
 class SurgeryError(EngineError):
     """Base of the errors raised while carrying out a plan on a live model."""
+
+
+class TiedWeightsError(PlanValidationError, SurgeryError):
+    """A plan would untie a parameter that several modules share (``head.weight is
+    emb.weight``): it resizes the shared tensor at one of its owners only, differently at
+    different owners, or gives it values that cannot hold at every owner. Raised before
+    anything changes; each problem names every owner of the tensor and what to do."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        super().__init__([problems] if isinstance(problems, str) else problems)
 
 
 class TrialError(SurgeryError):

@@ -184,7 +184,10 @@ def test_registered_factory_through_the_api(tmp_path, registry):
     _, header = checkpoint.load_state(tmp_path / "out.safetensors")
     assert header.model.factory == "tests_mlp" and header.model.kwargs == {"width": 6}
     # a second plan on our checkpoint: factory and kwargs from the header, through the registry
-    checkpoint.apply_to_checkpoint(prune_plan(), tmp_path / "out.safetensors", None,
+    # (unit 1 is neuron 2 now: neuron 0 went in the first plan)
+    second = Plan.create([PruneAction(layer="0", local_indices=[1], neuron_ids=[2],
+                                      reason="dead")], LAYOUT)  # fmt: skip
+    checkpoint.apply_to_checkpoint(second, tmp_path / "out.safetensors", None,
                                    tmp_path / "o2.safetensors")  # fmt: skip
     assert checkpoint.load(tmp_path / "o2.safetensors")[0].out_features == 4
 

@@ -2,10 +2,12 @@
 
 Every problem is collected (not just the first), each naming the action and its layer: unknown
 layers, indices out of range, neuron IDs that disagree with the layout, duplicates within an
-action, one unit in several actions, net2net sources that the plan removes, layers that would be
-emptied (residual-coupled layers count as one group: they share one unit space), removing or
-adding units of output layers (logits), action kinds surgery cannot carry out for a layer (LSTM
-hidden units, grouped convolutions…), and a fingerprint that does not match.
+action, one unit in several actions (actions naming several layers of one coupled group for the
+same units get one line saying the layers are one group, not one per unit), net2net sources
+that the plan removes, layers that would be emptied (residual-coupled layers count as one
+group: they share one unit space), removing or adding units of output layers (logits), action
+kinds surgery cannot carry out for a layer (LSTM hidden units, grouped convolutions…), and a
+fingerprint that does not match.
 
 >>> from engine.layout import LayerLayout, ModelLayout
 >>> from engine.plan import Plan, PruneAction
@@ -85,6 +87,19 @@ def _group_text(group: tuple[str, ...]) -> str:
     return f"layers {list(group)} (residual-coupled, one unit space)"
 
 
+def _one_group(group: tuple[str, ...], named: dict[str, str]) -> str:
+    """One line for actions naming several layers of one coupled group for the same units."""
+    layers = list(dict.fromkeys(named.values()))
+    others = [n for n in group if n not in layers]
+    more = f" (with {', '.join(map(repr, others))})" if others else ""
+    actions = ", ".join(label.partition(" ")[0] for label in named)
+    return (
+        f"{actions}: layers {', '.join(map(repr, layers))} are one coupled group{more}: they "
+        f"share one unit space, so a unit removed from one is removed from all; name one of "
+        f"them (e.g. {layers[0]!r})"
+    )
+
+
 def validation_problems(
     plan: Plan, layout: ModelLayout, *, allow_output_changes: bool = False
 ) -> list[str]:
@@ -95,7 +110,8 @@ def validation_problems(
     except FingerprintMismatchError as exc:
         problems.append(str(exc))
     # Residual-coupled layers share one unit space: unit i of each is the same channel.
-    owner: dict[tuple[tuple[str, ...], int], str] = {}
+    owner: dict[tuple[tuple[str, ...], int], tuple[str, str]] = {}  # (label, layer)
+    across: dict[tuple[str, ...], dict[str, str]] = defaultdict(dict)  # group: label -> layer
     remover: dict[tuple[tuple[str, ...], int], str] = {}
     removed: dict[tuple[str, ...], set[int]] = defaultdict(set)
     expands = []
@@ -133,12 +149,15 @@ def validation_problems(
             expands.append((label, group, action))
             continue
         for unit in touched:
-            first = owner.setdefault((group, unit), label)
-            if first != label:
+            first, first_layer = owner.setdefault((group, unit), (label, action.layer))
+            if first != label and first_layer != action.layer:  # one group, named twice
+                across[group].update({first: first_layer, label: action.layer})
+            elif first != label:
                 problems.append(f"{label}: unit {unit} is already used by {first}")
         for unit in gone:
             remover.setdefault((group, unit), label)
         removed[group].update(gone)
+    problems += [_one_group(group, named) for group, named in across.items()]
     for label, group, action in expands:  # sources are read: nothing may remove them
         for unit in sorted(set(action.source_indices or ())):
             by = remover.get((group, unit))

@@ -3,7 +3,9 @@
 ``engine.plan.validate_plan`` checks a plan against the layout (names, ranges, conflicts…);
 these check it against the modules of each layer's coupled group: attention-head and
 GroupNorm divisibility of the final widths, growth through modules that cannot grow or hold
-the units at an offset (a concat), and GradMax's gradient matrices.
+the units at an offset (a concat), and GradMax's gradient matrices; tensors too large and
+coefficients that would overflow (``engine.surgery.limits``), and the head size of Hugging
+Face style attention (``engine.surgery.heads``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from torch import nn
 
 from engine.plan.actions import ExpandAction, FoldAction, MergeAction, PruneAction
 from engine.surgery.groups import GroupMember
+from engine.surgery.heads import head_problems
+from engine.surgery.limits import coefficient_problems, growth_problems
 from engine.surgery.resizers import resizer_for
 
 
@@ -42,9 +46,14 @@ def module_problems(
     labelled: list[tuple[str, Any]],
     groups: Mapping[str, list[GroupMember]],
     gradients: Mapping[str, torch.Tensor],
+    *,
+    model: nn.Module | None = None,
 ) -> list[str]:
-    """Every reason the plan cannot be carried out on these modules (empty: it can)."""
-    problems: list[str] = []
+    """Every reason the plan cannot be carried out on these modules (empty: it can);
+    ``model`` adds the head sizes of Hugging Face style attention (``engine.surgery.heads``)."""
+    problems = growth_problems(labelled, groups) + coefficient_problems(labelled, groups)
+    if model is not None:
+        problems += head_problems(labelled, groups, model)
     delta: dict[tuple[str, str], int] = defaultdict(int)
     first_label: dict[tuple[str, str], str] = {}
     for label, action in labelled:

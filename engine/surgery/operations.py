@@ -10,6 +10,11 @@ axis moved first and each unit's ``P`` input positions stacked — ``P = H·W`` 
 * merge ``j`` into ``i``: the fold with ``coef = [[α]]``, ``o = [β]``;
 * prune with constant values ``c``: the fold with no ``K`` and ``o = c``.
 
+A consumer without a bias gets the constant in the running mean of the BatchNorm that reads
+its output directly (``running_mean -= contrib``: exact in eval and train mode), or else a
+new zero bias that the transaction adds to the optimizer (see :mod:`engine.surgery.bias_fold`).
+A tied tensor (two consumers sharing one weight) is folded once.
+
 Growth appends units to every member: Net2Net copies the sources' slices on "out" members
 (producer rows, norm parameters and running statistics, coupled residual producers) and
 splits the sources' consumer columns among the copies (``/ (copies + 1)``), which leaves the
@@ -62,6 +67,7 @@ def fold_units(
     """Fold ``remove`` onto ``keep`` in every consumer (see the module docstring); returns
     notes on approximations (a constant folded through a padded convolution)."""
     notes: list[str] = []
+    done: set[int] = set()  # tensors already folded in this call (tied weights: fold once)
     for member in _consumers(members):
         module = member.module
         path, dim = consumer_weight_spec(module)
@@ -79,11 +85,7 @@ def fold_units(
             kernel = tuple(range(3, wr.dim()))
             contrib = wr.sum(dim=kernel) if kernel else wr  # (|R|, P, out)
             contrib = torch.einsum("r,rpo->o", offsets.double().to(contrib.device), contrib)
-            bias_path = resizer_for(module).bias or "bias"
-            bias = ws.get(module, bias_path)
-            if bias is None:
-                bias = ws.add_bias(module, bias_path, contrib.numel(), w)
-            ws.set(module, bias_path, (bias.detach().double() + contrib).to(bias.dtype))
+            _fold_constant(ws, module, contrib, done)
             padding = getattr(module, "padding", 0)
             if isinstance(module, nn.modules.conv._ConvNd) and (
                 padding == "same" or any(int(p) > 0 for p in padding)
@@ -92,9 +94,32 @@ def fold_units(
                     f"{member.name}: a nonzero constant folded through a padded convolution is "
                     "exact away from the borders only"
                 )
-        if new_w is not None:
+        if new_w is not None and id(w) not in done:
             ws.set(module, path, new_w.to(w.dtype).movedim(0, dim))
+            done.add(id(ws.get(module, path)))
     return notes
+
+
+def _fold_constant(ws: Workspace, module: nn.Module, contrib: Tensor, done: set[int]) -> None:
+    """Add ``contrib`` (one value per output) to the consumer's bias; without one, take it
+    from the running mean of the norm after it, or give the consumer a new bias."""
+    bias_path = resizer_for(module).bias or "bias"
+    bias = ws.get(module, bias_path)
+    if bias is None:
+        norm = ws.norms_after.get(id(module))
+        if norm is not None:
+            mean = ws.get(norm, "running_mean")
+            if mean is not None:  # no running statistics: the norm drops the constant itself
+                ws.set(
+                    norm, "running_mean", (mean.double() - contrib.to(mean.device)).to(mean.dtype)
+                )
+            return
+        like = ws.get(module, consumer_weight_spec(module)[0])
+        bias = ws.add_bias(module, bias_path, contrib.numel(), like)
+    if id(bias) in done:
+        return
+    ws.set(module, bias_path, (bias.detach().double() + contrib.to(bias.device)).to(bias.dtype))
+    done.add(id(ws.get(module, bias_path)))
 
 
 def remove_units(ws: Workspace, members: list[GroupMember], units: list[int]) -> None:
@@ -137,29 +162,30 @@ def expand_units(
         if not sources or len(sources) != count:
             raise SurgeryError("net2net growth needs one source unit per new unit")
         split = Counter(sources)
+    scaled: set[int] = set()  # consumer weights already split (tied weights: split once)
+    consumer_ties = {  # ties whose tensor is some consumer's weight: new slices are zero
+        id(t) for m in _consumers(members)
+        if (t := ws.tie_of(m.module, consumer_weight_spec(m.module)[0])) is not None
+    }  # fmt: skip
     for member in members:
         module = member.module
         resizer = resizer_for(module)
         per_unit = len(member.positions[0])
         if member.side == "in" and resizer.consumes and init == "net2net":
-            path, dim = consumer_weight_spec(module)
+            path = consumer_weight_spec(module)[0]
             w = ws.get(module, path)
-            wm = w.detach().movedim(dim, 0).double().clone()
-            uniq = sorted(split)
-            upos = _unit_positions(ws, member, uniq)
-            factor = torch.tensor(
-                [1.0 / (split[s] + 1) for s in uniq], dtype=torch.float64, device=wm.device
-            )
-            shape = (-1, *([1] * wm.dim()))  # one factor per unit, over (P, out, *k)
-            wm[upos.flatten()] = (wm[upos.flatten()].reshape(len(uniq), per_unit, *wm.shape[1:])
-                                  * factor.reshape(shape)).reshape(-1, *wm.shape[1:])  # fmt: skip
-            ws.set(module, path, wm.to(w.dtype).movedim(0, dim))
+            if id(w) not in scaled:
+                _split_sources(ws, member, module, split, per_unit)
+                scaled.add(id(ws.get(module, path)))
 
         def init_slices(
             spec: AxisSpec, t: Tensor, n: int, member=member, module=module, resizer=resizer
         ) -> Tensor:  # fmt: skip
             shape = _slice_shape(t, spec, n)  # n = count · positions per unit
             name = spec.path.rpartition(".")[2]
+            tie = ws.tie_of(module, spec.path)
+            if init == "zero_outgoing" and tie is not None and id(tie) in consumer_ties:
+                return t.new_zeros(shape)  # tied to a consumer's weight: zero at every owner
             if init == "net2net":
                 new = _copies(ws, member, spec, t, sources)
                 if noise and member.side == "out" and name == "weight" and resizer.consumes:
@@ -194,6 +220,23 @@ def expand_units(
     if init == "gradmax" and epsilon:
         notes.append(f"gradmax: new units get bias {epsilon} so that a ReLU passes gradients")
     return notes
+
+
+def _split_sources(ws: Workspace, member: GroupMember, module: nn.Module, split: Counter,
+                   per_unit: int) -> None:  # fmt: skip
+    """Net2Net on a consumer: divide each source unit's columns by (its copies + 1)."""
+    path, dim = consumer_weight_spec(module)
+    w = ws.get(module, path)
+    wm = w.detach().movedim(dim, 0).double().clone()
+    uniq = sorted(split)
+    upos = _unit_positions(ws, member, uniq)
+    factor = torch.tensor(
+        [1.0 / (split[s] + 1) for s in uniq], dtype=torch.float64, device=wm.device
+    )
+    shape = (-1, *([1] * wm.dim()))  # one factor per unit, over (P, out, *k)
+    wm[upos.flatten()] = (wm[upos.flatten()].reshape(len(uniq), per_unit, *wm.shape[1:])
+                          * factor.reshape(shape)).reshape(-1, *wm.shape[1:])  # fmt: skip
+    ws.set(module, path, wm.to(w.dtype).movedim(0, dim))
 
 
 def _has_norm(members: list[GroupMember]) -> bool:

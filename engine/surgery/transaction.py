@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from engine.errors import ConfigurationError, PlanValidationError, SurgeryError
+from engine.errors import ConfigurationError, PlanValidationError, SurgeryError, TiedWeightsError
 from engine.layers import layer_kind_for
 from engine.layout.build import build_layout_and_graph
 from engine.neurons import NeuronRegistry
@@ -50,11 +50,15 @@ from engine.plan import Plan, validate_plan
 from engine.plan.actions import ExpandAction, FoldAction, MergeAction, PruneAction
 from engine.stats.accumulator import NeuronAccumulator
 from engine.surgery.actions import ActionContext, apply_action
+from engine.surgery.bias_fold import norms_after
 from engine.surgery.checks import module_problems
+from engine.surgery.created_params import add_params
 from engine.surgery.groups import GroupMember, unit_group
+from engine.surgery.limits import check_finite
 from engine.surgery.optimizer import optimizer_snapshot, remap_optimizer, restore_optimizer
 from engine.surgery.probe import Probe
 from engine.surgery.records import ActionRecord, SurgeryRecord
+from engine.surgery.ties import find_ties, tie_problems
 from engine.surgery.units import UnitBook
 from engine.surgery.workspace import Workspace
 
@@ -245,9 +249,12 @@ class Transaction:
                 except SurgeryError as exc:
                     problems.append(f"{label} (layer {action.layer!r}): {exc}")
                     self.groups[action.layer] = []
-        problems += module_problems(self.labelled, self.groups, self.options.gradients)
-        if problems:
-            raise PlanValidationError(problems)
+        problems += module_problems(self.labelled, self.groups, self.options.gradients,
+                                    model=self.model)  # fmt: skip
+        self.ties, self.norms_after = find_ties(self.model), norms_after(graph, self.groups)
+        tied = tie_problems(self.labelled, self.groups, self.ties)
+        if problems or tied:
+            raise (TiedWeightsError if tied else PlanValidationError)(problems + tied)
 
     # --- 3. the actions, each on new tensors ----------------------------------------------------
     def begin(self) -> None:
@@ -256,7 +263,7 @@ class Transaction:
         measure = self.options.measure
         self.probe = Probe(self.model, *self.inputs) if measure != "none" else None
         self.book = UnitBook(self.layout, self.ids, self.registry)
-        self.workspace = Workspace(self.model)
+        self.workspace = Workspace(self.model, self.ties, self.norms_after)
         self.token = optimizer_snapshot(self.optimizer) if self.optimizer is not None else None
         self.stats_tokens = [(acc, acc.checkpoint()) for acc in self.accumulators.values()]
         self.params_before = _params(self.model)
@@ -277,6 +284,7 @@ class Transaction:
             self.options.gradmax_epsilon, self.options.gradmax_openings,
         )  # fmt: skip
         notes, exact = apply_action(action, ctx)
+        check_finite(self.model, self.workspace.touched(), members)  # catch-all: no inf/NaN
         if any(isinstance(m.module, nn.LayerNorm) for m in members):
             exact = False  # the unit axis is normalised over: every removal or copy moves it
             notes.append("LayerNorm over the units: approximate, read the measured change")
@@ -310,6 +318,7 @@ class Transaction:
             self.neurons_after = after.state_dict()
         if self.optimizer is not None:
             remap_optimizer(self.optimizer, self.workspace.param_changes())
+            add_params(self.optimizer, self.workspace.created())  # biases surgery created
         for remap in remaps:  # plain assignments: cannot fail half-way
             remap.commit()
         return total

@@ -71,6 +71,23 @@ def test_output_loads_here_and_matches_the_original_weights(run, monkeypatch) ->
     _, header = checkpoint.load_state(out / "model-pruned.safetensors")
     assert header is not None and header.model.factory == "demo_utils:mlp"
     assert len(header.plans) == 1
+    ids = checkpoint.load_neurons(out / "model-pruned.safetensors")  # recorded, per layer
+    assert ids is not None and len(ids.ids("fc1")) == 64 and len(ids.ids("fc2")) == 32
+
+
+def test_the_plan_applies_once(run, tmp_path, capsys, monkeypatch) -> None:
+    """The demo's plan again on its own output: refused with one line, nothing written."""
+    out, _ = run
+    monkeypatch.syspath_prepend(str(REPO / "demos"))
+    from engine.cli import main
+
+    again = tmp_path / "again.safetensors"
+    args = ["apply", str(out / "plan.json"), str(out / "model-pruned.safetensors"),
+            "--model", "demo_utils:mlp", "-o", str(again)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "was already applied to" in err
+    assert not again.exists()
 
 
 def test_printed_commands_are_the_ones_that_ran(run) -> None:

@@ -148,8 +148,10 @@ def test_residual_coupled_layers_are_one_group_for_emptying_and_sharing():
     ]
     with pytest.raises(PlanValidationError) as info:
         validate_plan(Plan.create([prune("inp", [0]), prune("f2", [0])], layout), layout)
-    assert info.value.problems == ["prune[1] (layer 'f2'): unit 0 is already used by prune[0]"
-                                   " (layer 'inp')"]  # fmt: skip
+    assert info.value.problems == [
+        "prune[0], prune[1]: layers 'inp', 'f2' are one coupled group: they share one unit "
+        "space, so a unit removed from one is removed from all; name one of them (e.g. 'inp')"
+    ]
     validate_plan(Plan.create([prune("inp", [0]), prune("f2", [1])], layout), layout)
 
 
