@@ -205,7 +205,9 @@ class Transaction:
             self.rollback()
             if not isinstance(exc, Exception):
                 raise  # rolled back; re-raised unchanged
-            if isinstance(exc, SurgeryError | PlanValidationError):
+            if isinstance(exc, PlanValidationError):  # its problems name the action already
+                raise type(exc)([f"{self.current}: {p}" for p in exc.problems]) from exc
+            if isinstance(exc, SurgeryError):
                 raise type(exc)(f"{self.current}: {exc}") from exc
             raise SurgeryError(f"{self.current}: {type(exc).__name__}: {exc}") from exc
         return self.record(total)

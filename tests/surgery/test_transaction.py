@@ -145,6 +145,22 @@ def test_failure_in_the_middle_rolls_everything_back(monkeypatch):
     del engine_plan
 
 
+def test_a_validation_error_mid_plan_is_prefixed_once(monkeypatch):
+    model, opt, _ = trained()
+    before = state_of(model, opt)
+
+    def refusing(*args, **kwargs):
+        raise PlanValidationError(["expand[0] (layer '0'): refused late"])
+
+    monkeypatch.setattr(surgery_actions, "expand_units", refusing)
+    plan = plan_for(model, LAYERS, [grow("0", [4])])
+    with pytest.raises(PlanValidationError) as info:
+        apply_plan(model, plan, opt, example_inputs=torch.randn(4, 6))
+    assert str(info.value).count("plan rejected") == 1
+    assert info.value.problems == ["expand[0]: expand[0] (layer '0'): refused late"]
+    assert_same_state(before, state_of(model, opt))
+
+
 def test_broken_forward_after_surgery_rolls_back():
     model, opt, x = trained()
     plan = plan_for(model, LAYERS, [prune("0", [2])])
