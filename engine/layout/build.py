@@ -52,7 +52,9 @@ tracked layer (all its units at once) give, for every tracked layer:
     surgery measures the error (see DESIGN.md, decision 5).
 ``width_multiple``
     The width must stay a multiple of it: the least common multiple of the ``num_heads`` of
-    every attention block and the ``num_groups`` of every GroupNorm in the group (1 without).
+    every attention block, the head size of every Hugging Face style q/k/v projection
+    (``engine.layout.heads``) and the ``num_groups`` of every GroupNorm in the group (1
+    without).
 ``params_per_unit``
     Parameters that disappear when one unit is removed: for every member of the group, the
     parameter count along its pruned axis times the number of its indices per unit (a Linear
@@ -94,6 +96,7 @@ from torch import nn
 from torch_pruning import ops as tp_ops
 
 from engine.errors import ConfigurationError
+from engine.layout.heads import head_sizes
 from engine.layout.members import (
     DependencyMember,
     appendable,
@@ -164,6 +167,7 @@ def build_layout_and_graph(
         tracked={m: n for n, m in tracked.items()},
         input_fns=input_fns,
         output_fns=output_fns,
+        head_size={named[n]: size for n, (_, _, size) in head_sizes(model).items()},
     )
     out: dict[str, LayerLayout] = {}
     with torch.no_grad():
@@ -181,6 +185,7 @@ class _Context:
     input_fns: set[Any]
     output_fns: set[Any]
     slices: dict[tuple[Any, ...], tuple[torch.Tensor, int] | None] = field(default_factory=dict)
+    head_size: dict[nn.Module, int] = field(default_factory=dict)  # q/k/v Linears → head size
 
 
 @dataclass
@@ -269,6 +274,8 @@ def _visit(ctx: _Context, root: nn.Module, m: DependencyMember, units: int, fact
         facts.multiple = math.lcm(facts.multiple, module.num_heads)
     elif isinstance(module, nn.GroupNorm):
         facts.multiple = math.lcm(facts.multiple, module.num_groups)
+    elif m.is_out and module in ctx.head_size:  # Hugging Face style q/k/v: whole heads
+        facts.multiple = math.lcm(facts.multiple, ctx.head_size[module])
     # narrow what surgery supports
     if isinstance(module, (nn.MultiheadAttention, nn.Parameter)):
         facts.supports &= _PRUNE_ONLY

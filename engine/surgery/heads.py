@@ -11,14 +11,7 @@ greater than 1, whose width is a multiple of it, must keep its width a multiple 
 remove or add whole heads' worth of units. (An output projection of such a block is held to
 the same rule: conservative, and its width is the model's hidden size, a multiple anyway.)
 
->>> import torch.nn as nn
->>> class Attention(nn.Module):
-...     def __init__(self):
-...         super().__init__()
-...         self.attention_head_size = 4
-...         self.query, self.key = nn.Linear(8, 8), nn.Linear(8, 8)
->>> head_sizes(nn.Sequential(Attention()))
-{'0.query': ('0', 'attention_head_size', 4), '0.key': ('0', 'attention_head_size', 4)}
+Which projections these are is the layout's :func:`engine.layout.heads.head_sizes`.
 """
 
 from __future__ import annotations
@@ -29,31 +22,11 @@ from typing import Any
 
 from torch import nn
 
+from engine.layout.heads import HEAD_SIZE_ATTRIBUTES, head_sizes
 from engine.plan.actions import ExpandAction, FoldAction, MergeAction, PruneAction
 from engine.surgery.groups import GroupMember
 
 __all__ = ["HEAD_SIZE_ATTRIBUTES", "head_problems", "head_sizes"]
-
-HEAD_SIZE_ATTRIBUTES = ("attention_head_size", "head_dim", "head_size")
-
-
-def head_sizes(model: nn.Module) -> dict[str, tuple[str, str, int]]:
-    """``{linear name: (block name, attribute, head size)}`` for every projection whose units
-    are split into heads (see the module docstring)."""
-    out = {}
-    for block_name, block in model.named_modules():
-        if isinstance(block, nn.MultiheadAttention):
-            continue
-        found = [(a, getattr(block, a, None)) for a in HEAD_SIZE_ATTRIBUTES]
-        found = [(a, v) for a, v in found if type(v) is int and v > 1]
-        if not found:
-            continue
-        attr, size = found[0]
-        for child_name, child in block.named_children():
-            if isinstance(child, nn.Linear) and child.out_features % size == 0:
-                name = f"{block_name}.{child_name}" if block_name else child_name
-                out[name] = (block_name, attr, size)
-    return out
 
 
 def _change(action: Any) -> int:

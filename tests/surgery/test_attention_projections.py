@@ -104,3 +104,30 @@ def test_whole_heads_apply(tracked):
     record = engine.apply(Plan.create([prune(engine, "attn.key", [4, 5, 6, 7])], engine.layout))
     assert record.widths_after["attn.query"] == record.widths_after["attn.value"] == 12
     assert model.attn.query.out_features == 12 and torch.isfinite(model(x)).all()
+
+
+def test_the_layout_asks_for_whole_heads(tracked):
+    model, engine, _ = tracked
+    layout = engine.model_layout()
+    for name in ("attn.query", "attn.key", "attn.value"):
+        assert layout.layers[name].width_multiple == model.attn.attention_head_size, name
+    assert layout.layers["inp"].width_multiple == 1
+
+
+def test_a_budget_plan_removes_whole_heads_and_applies(tracked):
+    model, _, x = tracked
+    before = model(x)
+    config = {"policies": [{"name": "budget", "settings": {"target_fraction": 0.6,
+                                                           "min_samples": 1}}]}  # fmt: skip
+    engine2 = NeuronEngine(model, correlation=True)
+    with engine2.tracking():
+        model(torch.randn(64, 5, 6))
+    plan = engine2.propose(config)
+    removed = {a.layer: len(a.local_indices) for a in plan.actions() if a.kind == "prune"}
+    removed |= {a.layer: len(a.remove) for a in plan.actions() if a.kind == "fold"}
+    size = model.attn.attention_head_size
+    assert any(layer.startswith("attn.") for layer in removed), removed
+    assert all(n % size == 0 for layer, n in removed.items() if layer.startswith("attn.")), removed
+    engine2.apply(plan)
+    assert model.attn.query.out_features % size == 0
+    assert model(x).shape == before.shape
