@@ -5,6 +5,10 @@ two snapshots taken in the same second never overwrite each other. Every write i
 first, then the index). :meth:`SnapshotStore.snapshots` returns snapshots in chronological
 order (epoch, step, capture number), never in file-name order, and reads no tensor.
 Each file's header repeats its index entry, so a lost ``index.json`` is rebuilt from the files.
+With a :class:`~engine.weights.writer.SnapshotWriter`, ``add``, ``retain`` and
+``update_lineage`` do the cheap bookkeeping now and leave serialisation and every write to the
+writer's thread, in order (each job writes the index as it was when the job was queued, so the
+index on disk never names a file not yet written); readers wait for pending writes first.
 
 >>> import tempfile, torch.nn as nn
 >>> from engine.weights.weight_snapshot import capture_weights
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from engine.io import atomic_write_bytes, atomic_write_text, read_json_model
 from engine.weights.errors import WeightSnapshotError
 from engine.weights.schema import FORMAT, RunIndex, SnapshotEntry, chronological
 from engine.weights.weight_snapshot import WeightSnapshot
+from engine.weights.writer import SnapshotWriter
 
 INDEX_FILE = "index.json"
 SNAPSHOT_DIR = "snapshots"
@@ -44,8 +50,9 @@ def _slug(name: str) -> str:
 class SnapshotStore:
     """Snapshots of one run, on disk (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, writer: SnapshotWriter | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.writer = writer
         self.index_path = self.run_dir / INDEX_FILE
         self.snapshot_dir = self.run_dir / SNAPSHOT_DIR
         if self.index_path.is_file():
@@ -57,8 +64,14 @@ class SnapshotStore:
     def __len__(self) -> int:
         return len(self.index.snapshots)
 
+    def flush(self) -> None:
+        """Wait for the writer's pending writes (a no-op without a writer)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def snapshots(self) -> list[WeightSnapshot]:
         """All snapshots, chronological (epoch, step, capture number); tensors stay on disk."""
+        self.flush()
         entries = chronological(self.index.snapshots)
         return [WeightSnapshot(e, self.snapshot_dir / e.file) for e in entries]
 
@@ -91,11 +104,24 @@ class SnapshotStore:
             seq += 1  # a file left by another writer: never overwrite it
         entry = snapshot.entry.model_copy(update={"seq": seq, "file": file, "pinned": pinned})
         tensors = snapshot.load()
-        header = {_HEADER_KEY: entry.model_dump_json(), "format": FORMAT}
         path = self.snapshot_dir / file
-        atomic_write_bytes(path, st_save(tensors, metadata=header))
-        self.index.snapshots.append(entry)
-        self._write_index()
+
+        def header() -> dict[str, str]:
+            return {_HEADER_KEY: entry.model_dump_json(), "format": FORMAT}
+
+        if self.writer is None:
+            atomic_write_bytes(path, st_save(tensors, metadata=header()))
+            self.index.snapshots.append(entry)
+            self._write_index()
+        else:
+            self.index.snapshots.append(entry)
+            index = self._index_now()
+
+            def write() -> None:  # in the writer's thread: file first, then the index
+                atomic_write_bytes(path, st_save(tensors, metadata=header()))
+                self._write_index(index)
+
+            self.writer.submit(write)
         return replace(snapshot, entry=entry, path=path)
 
     def update_lineage(self, lineage: dict[int, dict[str, Any]]) -> None:
@@ -105,7 +131,7 @@ class SnapshotStore:
         }
         if changed:
             self.index.lineage.update(changed)
-            self._write_index()
+            self.run_later(self._write_index, self._index_now())
 
     def retain(self, keep_last: int | None = None, keep_every: int | None = None) -> list[int]:
         """Delete snapshots that are neither pinned, among the ``keep_last`` latest, nor every
@@ -123,13 +149,34 @@ class SnapshotStore:
         dropped = [e for e in ordered if e.seq not in keep]
         if dropped:
             self.index.snapshots = [e for e in self.index.snapshots if e.seq in keep]
-            self._write_index()  # the index first: a crash leaves stray files, never dangling
-            for e in dropped:
-                (self.snapshot_dir / e.file).unlink(missing_ok=True)
+            index, files = self._index_now(), [self.snapshot_dir / e.file for e in dropped]
+
+            def prune() -> None:  # the index first: a crash leaves stray files, never dangling
+                self._write_index(index)
+                for path in files:
+                    path.unlink(missing_ok=True)
+
+            self.run_later(prune)
         return [e.seq for e in dropped]
 
-    def _write_index(self) -> None:
-        atomic_write_text(self.index_path, self.index.model_dump_json(indent=1) + "\n")
+    def _index_now(self) -> RunIndex:
+        """The index as it is now, for a write that may run later (entries are never changed
+        in place, so copying the lists is enough)."""
+        return RunIndex.model_construct(
+            **{**dict(self.index), "snapshots": list(self.index.snapshots),
+               "lineage": dict(self.index.lineage)}
+        )  # fmt: skip
+
+    def run_later(self, job: Callable[..., object], *args: Any) -> None:
+        """Run ``job(*args)`` after every write queued so far (now, without a writer)."""
+        if self.writer is None:
+            job(*args)
+        else:
+            self.writer.submit(lambda: job(*args), heavy=False)
+
+    def _write_index(self, index: RunIndex | None = None) -> None:
+        index = self.index if index is None else index
+        atomic_write_text(self.index_path, index.model_dump_json(indent=1) + "\n")
 
     # --- recovery -------------------------------------------------------------------------
     def _rebuild(self) -> RunIndex:

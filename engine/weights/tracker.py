@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from engine.weights.errors import WeightSnapshotError
 from engine.weights.schema import Trigger
 from engine.weights.store import SnapshotStore
 from engine.weights.weight_snapshot import WeightSnapshot, capture_weights
+from engine.weights.writer import SnapshotWriter
 
 DEFAULT_ROOT = Path("outputs") / "weights"
 CHANGELOG_FILE = "changes.jsonl"
@@ -59,6 +61,11 @@ class WeightTracker:
         keep_last, keep_every: retention: keep the ``keep_last`` latest snapshots and every
             ``keep_every``-th capture; surgery snapshots are always kept.
         example_inputs: a batch for the model layout when the engine has seen none yet.
+        background: write snapshots in a background thread (``SnapshotWriter``): the training
+            thread only copies the tensors; ``flush()`` waits for the writes, ``close()`` (or
+            leaving ``with WeightTracker(...)``, or interpreter exit) also stops the thread.
+            ``False``: every snapshot is on disk when ``snapshot()`` returns.
+        max_pending: snapshots that may wait for the writer before ``snapshot()`` blocks.
     """
 
     def __init__(
@@ -73,6 +80,8 @@ class WeightTracker:
         keep_last: int | None = None,
         keep_every: int | None = None,
         example_inputs: Any = None,
+        background: bool = True,
+        max_pending: int = 1,
     ) -> None:
         if _is_engine(target):
             self.engine, self.model, self.registry = target, target.model, target.neurons
@@ -91,7 +100,8 @@ class WeightTracker:
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
             run_dir = DEFAULT_ROOT / stamp
-        self.store = SnapshotStore(run_dir)
+        self.writer = SnapshotWriter(max_pending) if background else None
+        self.store = SnapshotStore(run_dir, self.writer)
         self.changelog = ChangeLog(self.store.run_dir / CHANGELOG_FILE)
         self.layout, self.every_n_steps, self.dtype = layout, every_n_steps, dtype
         self.keep_last, self.keep_every = keep_last, keep_every
@@ -105,6 +115,22 @@ class WeightTracker:
     @property
     def run_dir(self) -> Path:
         return self.store.run_dir
+
+    def flush(self) -> None:
+        """Wait until every snapshot taken so far is on disk (raises a failed write's error)."""
+        self.store.flush()
+
+    def close(self) -> None:
+        """Flush and stop the background writer (idempotent; snapshots stay readable)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.store.writer = self.writer = None
+
+    def __enter__(self) -> WeightTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- neuron IDs and unit axes ---------------------------------------------------------
     def _widths(self) -> dict[str, int]:
@@ -179,11 +205,12 @@ class WeightTracker:
             neuron_ids={k: self.registry.ids(k) for k in self._widths()},
         )  # fmt: skip
         snap.entry.axes = self._axes(snap.entry.shapes)
-        stored = self.store.add(snap, pinned=pinned)
-        self._recent = {s.seq: s for s in [*self._recent.values(), stored][-2:]}
-        if not pinned:
-            for seq in self.store.retain(self.keep_last, self.keep_every):
-                self._recent.pop(seq, None)
+        with self.writer.batch() if self.writer is not None else nullcontext():
+            stored = self.store.add(snap, pinned=pinned)
+            self._recent = {s.seq: s for s in [*self._recent.values(), stored][-2:]}
+            if not pinned:
+                for seq in self.store.retain(self.keep_last, self.keep_every):
+                    self._recent.pop(seq, None)
         return stored
 
     def on_step(self, step: int, *, epoch: int | None = None, loss: Any = None, **metadata: Any):
@@ -217,7 +244,7 @@ class WeightTracker:
             "after-surgery", epoch=record.epoch, step=record.step, trigger="after_surgery",
             pinned=True, model=model, plan_fingerprint=record.fingerprint_after,
         )  # fmt: skip
-        self.changelog.append(record, self._before_seq, snap.seq)
+        self.store.run_later(self.changelog.append, record, self._before_seq, snap.seq)
         self._before_seq = None
 
     def after_rollback(self, model: Any, record: SurgeryRecord) -> None:
@@ -225,7 +252,7 @@ class WeightTracker:
         (the model is the one of the "before" snapshot; no lineage changes)."""
         if record.dry_run:
             return
-        self.changelog.append(record, self._before_seq, self._before_seq)
+        self.store.run_later(self.changelog.append, record, self._before_seq, self._before_seq)
         self._before_seq = None
 
     # --- reading back ---------------------------------------------------------------------
@@ -260,4 +287,5 @@ class WeightTracker:
 
     def changes(self) -> list[ChangeEntry]:
         """The change log, one entry per applied action."""
+        self.flush()
         return self.changelog.read()

@@ -46,6 +46,7 @@ def test_epoch_snapshots_without_step_interleave_with_step_snapshots(tmp_path):
     tracker.snapshot(step=5)  # epoch inherited: 0
     tracker.on_epoch(1)  # step inherited: 5, then epoch 1 sorts after it
     tracker.snapshot(step=7)
+    tracker.flush()  # another reader of the folder sees what is written
     order = [(s.epoch, s.step) for s in SnapshotStore(tmp_path).snapshots()]
     assert order == [(0, 0), (None, 5), (1, None), (None, 7)]
 
@@ -71,6 +72,7 @@ def test_non_json_metadata_is_converted_and_reloads(tmp_path):
         path=tmp_path,
         obj=object,
     )
+    tracker.flush()
     snap = SnapshotStore(tmp_path).snapshots()[0]
     assert (snap.epoch, snap.loss) == (2, 0.5)
     assert snap.metadata["lr"] == 0.25 and snap.metadata["acc"] == 0.75
@@ -82,6 +84,7 @@ def test_float16_storage_and_lazy_tensor_reads(tmp_path):
     model = small_model()
     tracker = WeightTracker(model, tmp_path, dtype=torch.float16)
     tracker.snapshot()
+    tracker.flush()
     snap = SnapshotStore(tmp_path).snapshots()[0]
     assert snap._tensors is None  # nothing read yet
     w = snap.tensor("0.weight")
@@ -144,6 +147,7 @@ def test_files_are_safetensors_and_json_only_and_writes_leave_no_temporaries(tmp
     tracker = WeightTracker(small_model(), tmp_path)
     for step in range(3):
         tracker.snapshot(step=step)
+    tracker.close()
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files[0] == "index.json"
     assert all(f.endswith(".safetensors") for f in files[1:]) and len(files) == 4

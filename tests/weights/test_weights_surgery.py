@@ -81,6 +81,7 @@ def test_change_log_lines_describe_each_action(tmp_path):
     model, engine = make_engine()
     tracker = WeightTracker(engine, tmp_path)
     run_surgery(model, engine, tracker, step=100, epoch=2)
+    tracker.flush()
     lines = (tmp_path / "changes.jsonl").read_text().splitlines()
     assert len(lines) == 3
     prune, merge, grow = tracker.changes()
@@ -102,6 +103,7 @@ def test_comparisons_span_surgery_and_reload_from_disk(tmp_path):
     with torch.no_grad():
         model[0].weight[0].add_(1.0)  # unit with ID 0 trains on
     tracker.on_epoch(1, step=60)
+    tracker.close()
     fresh = WeightTracker(model, tmp_path)  # no engine: everything read back from the run
     first, last = fresh.get(0), fresh.get(-1)
     cmp = fresh.compare(first, last)
