@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from engine.layout import ModelLayout
 from engine.plan.actions import Action
 from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
-from policies.common import claim_removable, prune_units
+from policies.common import claim_removable, judged_guard, prune_units
 from policies.guards import Guard
 
 
@@ -88,7 +88,7 @@ class PerLayerPolicy(Policy):
     def propose(
         self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
     ) -> list[Action]:
-        guard = guard or Guard(layout)
+        guard = judged_guard(snapshot, layout, guard)
         min_samples = getattr(self.settings, "min_samples", 1)
         actions: list[Action] = []
         for name, layer in snapshot.layers.items():
@@ -133,7 +133,8 @@ class PerLayerPolicy(Policy):
         >>> DeadUnitPolicy().prune_candidates("fc", layer, guard, [0], "dead")  # layer at its floor
         []
         """
-        candidates = list(candidates)
+        unjudged = guard.unjudged_units.get(name, set())  # said once, in the plan's notes
+        candidates = [c for c in candidates if int(c) not in unjudged]
         idx = claim_removable(guard, name, candidates, "prune", limit)
         if not idx:
             if candidates and not guard.layout.layers[name].is_output:  # say why it did not act

@@ -67,6 +67,7 @@ from policies.budget_spaces import (
     counts_uniform,
     scaled_counts,
 )
+from policies.common import judged_guard
 from policies.greedy import (
     fold_coefficients,
     gram,
@@ -337,7 +338,7 @@ class BudgetPolicy(Policy):
         >>> fold.layer, len(fold.remove), fold.evidence["reached"]
         ('0', 5, True)
         """
-        guard = guard or Guard(layout)
+        guard = judged_guard(snapshot, layout, guard)
         spaces = self._spaces(snapshot, layout, guard)
         counts, info = self._counts(spaces, snapshot, layout, guard)
         wanted = [self._whole(sp, k, layout, guard) for sp, k in zip(spaces, counts)]

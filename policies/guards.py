@@ -76,6 +76,12 @@ class Guard:
         self.grown: dict[str, int] = {}
         # Why a policy left a layer alone, for the plan's notes (``note``).
         self.notes: list[str] = []
+        # Layers whose statistics saw non-finite values (``policies.common.exclude_nonfinite``):
+        # why, and whether no action at all may touch them (no finite sample) or only growth.
+        self.unjudged: dict[str, str] = {}
+        self.unjudged_all: set[str] = set()
+        self.unjudged_units: dict[str, set[int]] = {}  # claimed: no policy may use them
+        self.nonfinite_checked = False
         min_age = self.settings.min_age_epochs
         if ages and min_age:
             for name, layer in layout.layers.items():
@@ -136,6 +142,8 @@ class Guard:
         layer = self.layout.layers[name]
         if self.is_protected(name):
             return "protected layer"
+        if name in self.unjudged and (kind == "expand" or name in self.unjudged_all):
+            return self.unjudged[name]
         if kind not in layer.supports:
             return (
                 f"surgery does not support {kind!r} on this {layer.module_type} layer (its "

@@ -29,6 +29,7 @@ from engine.layout import ModelLayout
 from engine.plan.actions import Action, ExpandAction
 from engine.stats.snapshot import StatsSnapshot
 from policies.base import Policy, PolicySettings, register_policy
+from policies.common import judged_guard
 from policies.guards import Guard
 
 
@@ -60,7 +61,7 @@ class LossGrowthPolicy(Policy):
         self, snapshot: StatsSnapshot, layout: ModelLayout, guard: Guard | None = None
     ) -> list[Action]:
         s = self.settings
-        guard = guard or Guard(layout)
+        guard = judged_guard(snapshot, layout, guard)
         loss = snapshot.metadata.get("loss")
         if not isinstance(loss, int | float) or not math.isfinite(loss) or loss <= 0:
             raise ConfigurationError(

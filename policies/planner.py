@@ -24,6 +24,7 @@ from engine.plan.actions import Action
 from engine.planning import Decision
 from engine.stats.snapshot import StatsSnapshot
 from policies.base import Policy
+from policies.common import exclude_nonfinite
 from policies.config import PolicyConfig, load_config, parse_config
 from policies.guards import Guard, GuardSettings
 
@@ -86,6 +87,7 @@ def propose_actions(
     """
     cfg = resolve_config(config)
     guard = Guard(layout, cfg.guards, ages)
+    exclude_nonfinite(snapshot, guard)  # units that saw NaN/inf are judged by no policy
     actions: list[Action] = []
     for policy in cfg.policies:
         stand_down = not cfg.guards.shrink_while_growing and policy.shrinks and not policy.costless

@@ -30,7 +30,7 @@ import torch
 
 from engine.errors import LayoutMismatchError
 
-__all__ = ["ChanState", "ChanTerms", "chan_merge", "chan_terms"]
+__all__ = ["ChanState", "ChanTerms", "chan_merge", "chan_terms", "counted_chan_terms"]
 
 
 class ChanState(Protocol):
@@ -54,10 +54,10 @@ class ChanTerms:
     """The shared terms of merging two non-empty states ``a`` and ``b`` (see module docstring):
     merged count ``n`` and ``mean``, ``delta = mean_b − mean_a`` and ``weight = n_a·n_b/n``."""
 
-    n: int
+    n: int | torch.Tensor
     mean: torch.Tensor
     delta: torch.Tensor
-    weight: float
+    weight: float | torch.Tensor
 
     def m2(self, m2_a: torch.Tensor, m2_b: torch.Tensor) -> torch.Tensor:
         """Merged per-unit sums of squared deviations: ``M2_a + M2_b + δ²·weight``."""
@@ -113,3 +113,24 @@ def chan_merge(
     if a.n == 0:
         return b
     return combine(a, b, chan_terms(a.n, a.mean, b.n, b.mean))
+
+
+def counted_chan_terms(
+    n_a: torch.Tensor, mean_a: torch.Tensor, n_b: torch.Tensor, mean_b: torch.Tensor
+) -> ChanTerms:
+    """:func:`chan_terms` for counts held as 0-d float64 tensors on the device (the hot path's
+    running block, whose count of finite rows is only known there): no branch on a count, no
+    host sync. Either side may be empty: an empty ``a`` gives ``b``'s mean exactly, two empty
+    sides give ``a``'s mean and a zero weight.
+
+    >>> t = counted_chan_terms(torch.tensor(0.0), torch.tensor([5.0]),
+    ...                        torch.tensor(2.0), torch.tensor([3.0]))
+    >>> t.n.item(), t.mean.tolist(), t.weight.item()
+    (2.0, [3.0], 0.0)
+    """
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    safe = n.clamp_min(1.0)
+    mean = torch.where(n_a > 0, mean_a + delta * (n_b / safe), mean_b)
+    mean = torch.where(n > 0, mean, mean_a)
+    return ChanTerms(n=n, mean=mean, delta=delta, weight=n_a * n_b / safe)

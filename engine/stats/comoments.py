@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.stats.chan import ChanTerms, chan_merge
+from engine.errors import LayoutMismatchError
+from engine.stats.chan import ChanTerms, chan_merge, counted_chan_terms
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,10 @@ class CoMoments:
 
     @classmethod
     def from_samples(cls, x: torch.Tensor) -> CoMoments:
-        """Two-pass float64 reference on a ``(samples, units)`` tensor."""
+        """Two-pass float64 reference on a ``(samples, units)`` tensor, as one batch: empty
+        when it holds a NaN or ±inf (as the hot path does, see ``engine.stats.moments``)."""
         x = x.detach().to(torch.float64).reshape(-1, x.shape[-1])
-        if x.shape[0] == 0:
+        if x.shape[0] == 0 or not bool(x.isfinite().all()):
             return cls.empty(x.shape[1], x.device)
         mean = x.mean(0)
         d = x - mean
@@ -94,3 +96,20 @@ def merge_comoments(a: CoMoments, b: CoMoments) -> CoMoments:
 def _combine_comoments(a: CoMoments, b: CoMoments, chan: ChanTerms) -> CoMoments:
     """Two non-empty co-moment states merged, given Chan's shared terms."""
     return CoMoments(n=chan.n, mean=chan.mean, c=chan.comoment(a.c, b.c))
+
+
+def merge_counted_comoments(a: CoMoments, b: CoMoments) -> CoMoments:
+    """:func:`merge_comoments` for the hot path's running blocks (``n`` a 0-d float64 tensor
+    on the device): branch-free, no host sync (see ``engine.stats.chan.counted_chan_terms``).
+
+    >>> x = torch.tensor([[0.0, 1.0], [2.0, 5.0]], dtype=torch.float64)
+    >>> a, b = CoMoments.from_samples(x[:1]), CoMoments.from_samples(x[1:])
+    >>> t = lambda cm: CoMoments(torch.tensor(float(cm.n), dtype=torch.float64), cm.mean, cm.c)
+    >>> merge_counted_comoments(t(a), t(b)).c.tolist()
+    [[2.0, 4.0], [4.0, 8.0]]
+    """
+    if a.num_units != b.num_units:
+        raise LayoutMismatchError(
+            f"cannot merge co-moments of {a.num_units} units with {b.num_units} units"
+        )
+    return _combine_comoments(a, b, counted_chan_terms(a.n, a.mean, b.n, b.mean))

@@ -13,11 +13,13 @@ incoming weights lowers the loss by ``η·s²·σᵢ²`` each, to first order.
 
 ``GradientCrossAccumulator`` adds ``δᵀ·x`` per batch on the device (float32 product, float64
 sum, no host sync); ``GradientCross`` is the plain-data state (sum and batch count), merged
-exactly by adding both. It also sums ``x`` and ``δ`` over rows, for the sign of each new unit:
-an SVD leaves ``±ω`` open, and behind a ReLU the wrong sign closes the unit for good at its
-first step. :meth:`GradientCross.opening` gives ``v = M·x̄ + δ̄`` (``δ̄``: the gradient at the
-consumer's bias); with ``ωᵀv ≤ 0`` a first gradient step raises the new unit's
-pre-activation on the mean input (its incoming weights move by ``−η·Mᵀω``, its bias by
+exactly by adding both. A row (one sample) whose ``δ`` or ``x`` holds a NaN or ±inf adds
+nothing (a 0/1 row weight, no host sync) and is counted in ``nonfinite_rows``. It also sums
+``x`` and ``δ`` over rows, for the sign of each new unit: an SVD leaves ``±ω`` open, and
+behind a ReLU the wrong sign closes the unit for good at its first step.
+:meth:`GradientCross.opening` gives ``v = M·x̄ + δ̄`` (``δ̄``: the gradient at the consumer's
+bias); with ``ωᵀv ≤ 0`` a first gradient step raises the new unit's pre-activation on the
+mean input (its incoming weights move by ``−η·Mᵀω``, its bias by
 ``−η·δ̄ᵀω``).
 
 >>> import torch
@@ -52,6 +54,7 @@ class GradientCross:
     input_total: torch.Tensor | None = None
     delta_total: torch.Tensor | None = None
     rows: int = 0
+    nonfinite_rows: int = 0  # rows left out for holding NaN/±inf (absent in older files: 0)
 
     def opening(self) -> torch.Tensor | None:
         """``v = M·x̄ + δ̄`` (consumer outputs), or None without the row sums: new units
@@ -81,14 +84,15 @@ class GradientCross:
                 self.rows + other.rows,
             )
         return GradientCross(
-            self.consumer, self.batches + other.batches, self.total + other.total, *sums
-        )
+            self.consumer, self.batches + other.batches, self.total + other.total, *sums,
+            self.nonfinite_rows + other.nonfinite_rows,
+        )  # fmt: skip
 
     def to(self, device: torch.device | str) -> GradientCross:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return GradientCross(
             self.consumer, self.batches, self.total.to(device), move(self.input_total),
-            move(self.delta_total), self.rows,
+            move(self.delta_total), self.rows, self.nonfinite_rows,
         )  # fmt: skip
 
 
@@ -107,18 +111,23 @@ class GradientCrossAccumulator:
         self._d_total: torch.Tensor | None = None
         self._rows = 0
         self._batches = 0
+        self._bad: torch.Tensor | None = None  # rows left out (a device tensor, read at state)
 
     def update(self, delta: torch.Tensor, x: torch.Tensor) -> None:
         """Add one batch: ``delta`` (…, consumer out) and ``x`` (…, layer in), same leading
-        shape. Tensor ops only."""
+        shape. Tensor ops only; rows holding NaN or ±inf get weight 0 and are counted."""
         d = delta.detach().reshape(-1, delta.shape[-1])
         x = x.detach().reshape(-1, x.shape[-1])
+        ok = d.isfinite().all(1) & x.isfinite().all(1)
+        d = torch.where(ok[:, None], d, torch.zeros((), dtype=d.dtype, device=d.device))
+        x = torch.where(ok[:, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
         product = d.T.float() @ x.float()
         if self._total is None or self._total.shape != product.shape:
             zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=product.device)  # noqa: E731
             self._total = zeros(*product.shape)
             self._x_total, self._d_total = zeros(product.shape[1]), zeros(product.shape[0])
             self._batches = self._rows = 0
+            self._bad = None
         elif self._total.device != product.device:
             self._total = self._total.to(product.device)
             self._x_total = self._x_total.to(product.device)
@@ -126,6 +135,8 @@ class GradientCrossAccumulator:
         self._total.add_(product)
         self._x_total.add_(x.sum(0, dtype=torch.float64))
         self._d_total.add_(d.sum(0, dtype=torch.float64))
+        bad = (~ok).sum()
+        self._bad = bad if self._bad is None else self._bad.to(bad.device) + bad
         self._rows += x.shape[0]
         self._batches += 1
 
@@ -137,7 +148,8 @@ class GradientCrossAccumulator:
         """The plain-data state on the CPU, or None before the first batch."""
         if self._total is None:
             return None
+        bad = 0 if self._bad is None or self._bad.device.type == "meta" else int(self._bad)
         return GradientCross(
             self.consumer, self._batches, self._total.detach().cpu().clone(),
-            self._x_total.cpu().clone(), self._d_total.cpu().clone(), self._rows,
+            self._x_total.cpu().clone(), self._d_total.cpu().clone(), self._rows - bad, bad,
         )  # fmt: skip

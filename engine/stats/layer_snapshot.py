@@ -57,6 +57,13 @@ class LayerSnapshot:
     maximum = property(lambda self: self.moments.maximum)
     mean_abs = property(lambda self: self.moments.mean_abs)
     firing_rate = property(lambda self: self.moments.firing_rate)
+    nonfinite = property(lambda self: self.moments.nonfinite)  # NaN/±inf values per unit
+
+    @property
+    def nonfinite_units(self) -> torch.Tensor:
+        """Units that produced a NaN or ±inf value: their statistics count only the finite
+        sample rows, and policies do not judge them (reset the statistics to clear it)."""
+        return self.moments.nonfinite_units
 
     @property
     def rectified(self) -> bool:
@@ -68,9 +75,10 @@ class LayerSnapshot:
         """Units that carry no signal: behind a rectifier, never above the firing threshold;
         otherwise (logits, tanh, a layer observed before its activation) exactly constant."""
         m = self.moments
+        clean = ~m.nonfinite_units  # a unit that produced NaN/inf is not judged dead
         if self.rectified:
-            return m.never_fired
-        return (m.maximum == m.minimum) & (m.n > 0)
+            return m.never_fired & clean
+        return (m.maximum == m.minimum) & (m.n > 0) & clean
 
     @property
     def saturation(self) -> torch.Tensor:
@@ -104,10 +112,12 @@ class LayerSnapshot:
             "firing_rate": float(self.firing_rate[i]),
             "saturation": _finite(float(self.saturation[i])),
             "dead": bool(self.dead[i]),
+            "nonfinite": _finite(float(self.nonfinite[i])),
         }
 
     def summary(self) -> dict[str, Any]:
-        """Layer-level figures: units, dead units, mean firing rate, mean |a|."""
+        """Layer-level figures: units, dead units, mean firing rate, mean |a|, and the units
+        that produced non-finite values with the number of those values."""
         n_dead = int(self.dead.sum())
         has = self.count > 0 and self.num_units > 0
         return {
@@ -116,6 +126,8 @@ class LayerSnapshot:
             "dead_fraction": n_dead / self.num_units if self.num_units else 0.0,
             "mean_firing_rate": float(self.firing_rate.mean()) if has else None,
             "mean_abs_activation": float(self.mean_abs.mean()) if has else None,
+            "nonfinite_units": int(self.nonfinite_units.sum()),
+            "nonfinite_values": int(torch.nansum(self.nonfinite)),
         }
 
     def merge(self, other: LayerSnapshot) -> LayerSnapshot:

@@ -226,6 +226,7 @@ class PreparedRemap:
         acc._total, acc._window, acc._comoments = self.total, self.window, self.comoments
         acc.num_units = self.width
         acc._reset_pending()
+        acc._clear_fresh()  # prepare_remap flushed: nothing is lost
 
 
 def prepare_remap(acc: NeuronAccumulator, keep: Keep, added: int = 0) -> PreparedRemap:

@@ -80,6 +80,7 @@ class _LayerRecord(BaseModel):
     growth_consumer: str | None = None  # the layer has a growth signal (array growth_cross)
     growth_batches: NonNegativeInt = 0
     growth_rows: NonNegativeInt = 0  # with arrays growth_input and growth_delta (newer files)
+    growth_nonfinite_rows: NonNegativeInt = 0  # rows the growth signal left out (NaN/inf)
 
 
 class _SnapshotRecord(BaseModel):
@@ -221,6 +222,9 @@ class StatsSnapshot:
                     growth_consumer=None if layer.growth is None else layer.growth.consumer,
                     growth_batches=0 if layer.growth is None else layer.growth.batches,
                     growth_rows=0 if layer.growth is None else layer.growth.rows,
+                    growth_nonfinite_rows=(
+                        0 if layer.growth is None else layer.growth.nonfinite_rows
+                    ),
                 )
                 for name, layer in self.layers.items()
             ],
@@ -318,7 +322,9 @@ def _layer_from_arrays(
             )
         return t.to(torch.float64)
 
-    moments = Moments.from_tensors(rec.count, {k: get(k, (units,)) for k in TENSOR_FIELDS})
+    # ``nonfinite`` is absent in files written before it was counted: zeros (from_tensors)
+    keys = [k for k in TENSOR_FIELDS if k != "nonfinite" or f"{rec.name}/{k}" in tensors]
+    moments = Moments.from_tensors(rec.count, {k: get(k, (units,)) for k in keys})
     cm = None
     if rec.correlation:
         co_count = rec.count if rec.co_count is None else rec.co_count
@@ -338,7 +344,9 @@ def _layer_from_arrays(
                 if k not in tensors or tuple(tensors[k].shape) != shape:
                     raise SnapshotError(f"{path}: array {k!r} is missing or not of shape {shape}")
             sums = (tensors[x_key].double(), tensors[d_key].double(), rec.growth_rows)
-        growth = GradientCross(rec.growth_consumer, rec.growth_batches, total, *sums)
+        growth = GradientCross(
+            rec.growth_consumer, rec.growth_batches, total, *sums, rec.growth_nonfinite_rows
+        )
     return LayerSnapshot(
         rec.name, rec.module_type, list(rec.neuron_ids), moments, cm, rec.observation, bounds,
         growth,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import snapshot_thread  # noqa: E402
+import snapshot_thread
 
 
 def test_fast_run_reports_every_variant(tmp_path, capsys):

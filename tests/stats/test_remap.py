@@ -192,7 +192,7 @@ def test_prune_and_reorder_keep_the_accumulator_state_bitwise():
     assert torch.equal(cm.c, before_cm.c[keep][:, keep])
     assert torch.equal(cm.mean, before_cm.mean[keep])
     assert torch.equal(cm.pearson(), before_cm.pearson()[keep][:, keep])
-    assert acc._pending == [] and acc._shift is None and acc._cross is None
+    assert acc._pending == [] and acc._fresh is None and acc._cross is None
 
 
 def test_remap_flushes_pending_batches_first():
