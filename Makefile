@@ -3,15 +3,18 @@
 #   make test   set up .venv, lint, and run the test suite
 VENV_PY := .venv/bin/python
 
-.PHONY: setup demo test lint bench
+.PHONY: setup setup-test demo test lint bench
 
 setup:
 	bash scripts/setup.sh
 
+setup-test:
+	bash scripts/setup.sh --test
+
 demo: setup
 	$(VENV_PY) demos/self_modifying.py
 
-lint: setup
+lint: setup-test
 	$(VENV_PY) -m ruff check .
 	$(VENV_PY) -m ruff format --check .
 

@@ -160,3 +160,35 @@ def fresh_run_dir(path: Path) -> Path:
             sys.exit(f"{path} exists and is not a weight-tracking run folder: choose another --out")
         shutil.rmtree(path)
     return path
+
+
+def probe_dynamics(
+    engine, x: torch.Tensor, y: torch.Tensor, out: Path, samples: int = 64, side: int = 8
+):
+    """Representation dynamics of a fixed probe set (the first ``samples`` of ``x``) under
+    ``out`` (the tracked layers' outputs per epoch; ``probe.safetensors`` with the inputs as
+    ``side``×``side`` images and the labels, for the dashboard). An earlier run's store there
+    is removed."""
+    from engine.dashboard import save_probe
+    from engine.dynamics import RepresentationDynamics
+
+    if (out / "representations" / "representations.json").is_file():
+        shutil.rmtree(out / "representations")
+    x, y = x[:samples], y[:samples]
+    save_probe(out, x.reshape(len(x), 1, side, side), y)
+    return RepresentationDynamics(engine, x, directory=out)
+
+
+def write_dashboard(run_dir: Path) -> Path | None:
+    """``run_dir/report.html``, the run's dashboard (``python -m engine dashboard``); without
+    the dashboard extra (plotly) a note says how to get it."""
+    from engine.dashboard import DashboardError
+    from engine.dashboard import write_dashboard as write
+
+    try:
+        page = write(run_dir, run_dir / "report.html")
+    except DashboardError as exc:
+        print(f"dashboard not written: {exc}")
+        return None
+    print(f"dashboard: {page}")
+    return page

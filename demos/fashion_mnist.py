@@ -27,6 +27,10 @@ Writes, under the output folder:
 * ``report.txt``                the full text report of those statistics
 * ``plan.json``                 what the policies would change now (not applied)
 * ``summary.json``              per-epoch accuracy, loss, parameters, widths
+* ``weights/``                  weight snapshots per epoch and around each surgery, and
+                                ``changes.jsonl``, the change log (one line per applied action)
+* ``dynamics/``                 64 test images' representations per epoch
+* ``report.html``               the run's dashboard (``python -m engine dashboard``)
 * ``training.png``              test accuracy and parameter count per epoch, surgeries marked
 """
 
@@ -44,10 +48,13 @@ from demo_utils import (
     accuracy,
     count_parameters,
     demo_arguments,
+    fresh_run_dir,
     mlp,
     parse_demo_arguments,
     positive,
+    probe_dynamics,
     train_epoch,
+    write_dashboard,
 )
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -58,6 +65,7 @@ from engine.data import load_fashion_mnist
 from engine.errors import DatasetError, EngineError
 from engine.io import atomic_write_bytes, atomic_write_text
 from engine.report import full_report, save_report
+from engine.weights import WeightTracker
 from policies import resolve_config
 
 ENV = "FASHION_MNIST_DIR"
@@ -135,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     params_initial = count_parameters(model)
     engine = NeuronEngine(model, correlation=True)
+    tracker = WeightTracker(engine, fresh_run_dir(out / "weights"), example_inputs=data.x_train[:2])
+    engine.add_listener(tracker)  # weight snapshots and the change log of every surgery
+    probe = probe_dynamics(engine, data.x_test, data.y_test, out / "dynamics", side=28)
     schedule = SurgerySchedule(
         engine, opt, config, every=every,
         stop=max(1, epochs - 2), plans_dir=out / "plans",
@@ -150,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         params = count_parameters(model)  # the model this epoch trained
         engine.log_epoch(epoch, loss=loss, accuracy=train_acc, test_accuracy=test_acc,
                          params=params)  # fmt: skip
+        tracker.on_epoch(epoch, loss=loss)
+        probe.record(epoch)
         record = schedule.epoch_end(epoch)
         row = {
             "epoch": epoch, "loss": round(loss, 5), "train_accuracy": round(train_acc, 4),
@@ -193,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("plan", plan_path), ("summary", out / "summary.json"),
                        ("plot", out / "training.png")):  # fmt: skip
         print(f"{name + ':':<11}{path}")
+    write_dashboard(out)
     return 0
 
 

@@ -45,6 +45,7 @@ from demo_utils import (
     mlp,
     parse_demo_arguments,
     train_epoch,
+    write_dashboard,
 )
 
 from engine import NeuronEngine
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The statistics of the model as it is now: the training-time statistics mix every epoch's
     # weights, and a fold fitted on them would compensate for a model that no longer exists.
+    history = engine.history.save(out / "history.json")  # the run folder of the dashboard
     engine.reset()
     model.eval()
     with engine.tracking(), torch.no_grad():
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {line}")
     print()
     print(f"snapshot: {stats}")
+    print(f"history:  {history}")
+    write_dashboard(out)
     print(f"plans:    {out / 'plan.json'} (budget), {out / 'plan_default.json'}")
     print(f"summary:  {out / 'summary.txt'}")
     print(f"done in {time.perf_counter() - started:.1f} s")

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plan:     {plan_path}")
     print(f"next:     python -m engine report {stats} --top 5")
     print(f"          python -m engine plan {stats} --config policies/default.yaml")
+    du.write_dashboard(out)  # per-layer statistics and metrics per epoch: report.html
     return 0
 
 

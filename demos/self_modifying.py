@@ -24,6 +24,9 @@ Writes, under the output folder (default outputs/self_modifying), for each model
 * ``MODEL/accuracy.png``         test accuracy and parameters per epoch, against the fixed model
 * ``MODEL/history.json``         per-epoch per-neuron statistics with loss and accuracies
 * ``MODEL/weights/``             weight snapshots (safetensors) and their index
+* ``MODEL/dynamics/``            the probe set's representations per epoch (64 test samples)
+* ``MODEL/report.html``          the run's dashboard: timeline, units, statistics, weight change,
+                                 representation dynamics (``python -m engine dashboard MODEL``)
 * ``MODEL/summary.json``         widths before/after, actions by kind, accuracies, and the check
                                  that final widths = initial widths ± the logged actions
 * ``summary.md``                 both models side by side
@@ -90,6 +93,7 @@ def run_model(name: str, args, out: Path) -> dict:
     engine = NeuronEngine(model, correlation=True, growth_signal=True)
     tracker = WeightTracker(engine, out / "weights", example_inputs=split.x_train[:8])
     engine.add_listener(tracker)
+    probe = du.probe_dynamics(engine, split.x_test, split.y_test, out / "dynamics")
     trials = {} if args.no_trials else dict(
         held_out=held_out, loss_fn=F.cross_entropy,
         recover=recovery_steps(split.x_train, split.y_train, F.cross_entropy, RECOVERY_STEPS),
@@ -116,6 +120,7 @@ def run_model(name: str, args, out: Path) -> dict:
         engine.log_epoch(epoch, loss=loss, accuracy=train_acc, test_accuracy=test_acc,
                          parameters=du.count_parameters(model))  # fmt: skip
         tracker.on_epoch(epoch, loss=loss)
+        probe.record(epoch)  # before this epoch's surgery: the representations trained
         tried = len(schedule.trials)
         record = schedule.epoch_end(epoch)
         line = f"[{name}] epoch {epoch + 1:>2}/{args.epochs}  loss {loss:.4f}  test {test_acc:.3f}"
@@ -167,6 +172,7 @@ def run_model(name: str, args, out: Path) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if from_log != final:
         raise SystemExit(f"[{name}] widths {final} differ from the change log's {from_log}")
+    du.write_dashboard(out)
     return summary
 
 

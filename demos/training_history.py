@@ -26,6 +26,12 @@ Writes, under the output folder:
                           (with ``--fast``: ``mean_activity``, ``weight_heatmap`` and
                           ``trajectories`` of the first layer only, ``fc1``);
                           ``curves`` (loss and accuracies)
+* ``moving_averages.json``  per parameter and step: EMA of the gradient and of the weights,
+                          and how far weights moved where the previous gradient was zero
+* ``dynamics/``           the probe set's representations per epoch (64 test samples) and
+                          ``probe.safetensors``, read by the dashboard's representation panel
+* ``report.html``         the run's dashboard (``python -m engine dashboard``; needs the
+                          ``dashboard`` extra)
 * ``plots/gradients/``    near-zero, released and sign-flip fractions, ‖Δw‖ per parameter, and
                           the gradient-sign heatmap (full and zoomed)
 
@@ -48,11 +54,14 @@ from demo_utils import (
     fresh_run_dir,
     mlp,
     parse_demo_arguments,
+    probe_dynamics,
     train_epoch,
+    write_dashboard,
 )
 
 from engine import NeuronEngine
 from engine.dynamics import plot_gradient_dynamics
+from engine.dynamics.moving_averages import MovingAverages
 from engine.dynamics.plots import plot_lines
 from engine.weights import WeightTracker
 from engine.weights.plots import (
@@ -113,17 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     tracker = WeightTracker(engine, fresh_run_dir(out / "weights"), example_inputs=data.x_train[:2])
     engine.add_listener(tracker)  # snapshots around surgery too, if a plan were applied
     grads = engine.gradient_tracker(eps=1e-5, every=1)
+    averages = MovingAverages(model, beta=0.9, eps=1e-5)  # EMAs; weights at zero gradient
+    dynamics = probe_dynamics(engine, data.x_test, data.y_test, out / "dynamics")
+    dynamics.record(0)
     shuffle = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = -(-len(data.x_train) // 64)
 
     tracker.on_epoch(0, step=0)  # the initial weights
     curves: dict[str, list[float]] = {"loss": [], "train accuracy": [], "test accuracy": []}
     for epoch in range(1, epochs + 1):
-        with engine.tracking(), engine.gradient_tracking(opt):
+        with engine.tracking(), engine.gradient_tracking(opt), averages.tracking(opt):
             loss, train_acc = train_epoch(model, opt, data.x_train, data.y_train, generator=shuffle)
         test_acc = accuracy(model, data.x_test, data.y_test)
         engine.log_epoch(epoch, loss=loss, accuracy=train_acc, test_accuracy=test_acc)
         tracker.on_epoch(epoch, step=epoch * steps_per_epoch, loss=loss)
+        dynamics.record(epoch)
         for key, value in zip(curves, (loss, train_acc, test_acc)):
             curves[key].append(value)
         print(f"epoch {epoch}/{epochs}  loss {loss:.4f}  acc {train_acc:.3f}  test {test_acc:.3f}")
@@ -134,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     change_path.write_text(json.dumps(change.to_json(), indent=2) + "\n")
     gradient_history = grads.history()
     gradients = gradient_history.save(out / "gradients.json")
+    averages.history().save(out / "moving_averages.json")
     layers = list(engine.layers)[: 1 if args.fast else None]  # --fast: fewer figures
     plots = draw(engine, tracker, list(range(1, epochs + 1)), curves, out / "plots", layers)
     plots += plot_gradient_dynamics(gradient_history, out / "plots" / "gradients")
@@ -158,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"change:    {change_path}")
     print(f"gradients: {gradients}")
     print(f"plots:     {len(plots)} PNGs under {out / 'plots'}")
+    write_dashboard(out)
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -12,6 +12,7 @@
 
 from engine._version import __version__
 from engine.core import NeuronEngine
+from engine.distributed import rewrap
 from engine.dynamics import (
     DynamicsConfigError,
     DynamicsError,
@@ -35,16 +36,20 @@ from engine.errors import (
     HistoryError,
     LayerNotFoundError,
     LayoutMismatchError,
+    MissingExtraError,
     NeuronNotFoundError,
+    NonFiniteStatisticsError,
     OptimizerRemapError,
     PlanError,
     PlanValidationError,
+    RankMismatchError,
     SnapshotError,
     StalePlanError,
     SurgeryError,
     TiedWeightsError,
     TrackingStateError,
     TrialError,
+    UnsupportedModuleError,
 )
 from engine.history import EpochRecord, TrainingHistory
 from engine.layers import LayerKind, layer_kind_for, register_layer_kind
@@ -64,7 +69,14 @@ from engine.plan import (
 from engine.preview import preview_plan
 from engine.schedule import SurgerySchedule
 from engine.sparsity import SparsityPressure, sparsity_penalty
-from engine.stats import CoMoments, Moments, NeuronAccumulator, merge_comoments, merge_moments
+from engine.stats import (
+    CoMoments,
+    Moments,
+    NeuronAccumulator,
+    NonFiniteStatisticsWarning,
+    merge_comoments,
+    merge_moments,
+)
 from engine.stats.snapshot import LayerSnapshot, StatsSnapshot
 from engine.surgery import (
     ActionRecord,
@@ -150,8 +162,12 @@ __all__ += [
     "GradientTracker",
     "LayerSimilarityHistory",
     "MinibatchCKA",
+    "MissingExtraError",
     "NeighbourCountError",
+    "NonFiniteStatisticsError",
+    "NonFiniteStatisticsWarning",
     "OptimizerRemapError",
+    "RankMismatchError",
     "RepresentationDynamics",
     "RepresentationStore",
     "SnapshotStore",
@@ -163,6 +179,7 @@ __all__ += [
     "TiedWeightsError",
     "TrialError",
     "TrialRecord",
+    "UnsupportedModuleError",
     "WeightComparison",
     "WeightShapeMismatchError",
     "WeightSnapshot",
@@ -179,6 +196,7 @@ __all__ += [
     "linear_cka",
     "recalibrate_batchnorm",
     "recovery_steps",
+    "rewrap",
     "run_trial",
     "sparsity_penalty",
 ]

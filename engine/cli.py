@@ -8,6 +8,8 @@ Commands report bad input with exit code 2 and one message naming the problem (n
     neuron-engine inspect pruned.safetensors
     neuron-engine report outputs/quickstart/stats --top 5 --threshold 0.95 -o report.txt
     neuron-engine apply plan.json model.pt --model mypkg.models:make_mlp -o pruned.safetensors
+    neuron-engine dashboard outputs/self_modifying/cnn -o report.html
+    neuron-engine weights outputs/self_modifying/cnn/weights
 
 >>> build_parser().parse_args(["inspect", "outputs/quickstart/stats"]).command
 'inspect'
@@ -270,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", help="modified checkpoint (safetensors)")
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     p.set_defaults(func=_cmd_apply)
+    from engine.dashboard.command import add_dashboard_parser, add_weights_parser
+
+    add_dashboard_parser(sub)
+    add_weights_parser(sub)
     return parser
 
 

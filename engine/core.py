@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.distributed import agree_on_plan, gather_snapshot, group_setting
 from engine.engine_surgery import EngineSurgery
 from engine.errors import ConfigurationError, LayerNotFoundError, TrackingStateError
 from engine.forking import check_fork_target, copy_engine_state, engine_hook_functions
@@ -77,6 +78,7 @@ class NeuronEngine(EngineSurgery):
                 f"saturation_tolerance must be in [0, 0.5), got {saturation_tolerance}"
             )
         self.model = model
+        self.process_group: Any = group_setting(model)  # engine.distributed; False: never merge
         self._settings = dict(  # fork() builds its twin with them
             include=include, exclude=exclude, correlation=correlation,
             max_correlation_units=max_correlation_units, firing_threshold=firing_threshold,
@@ -220,15 +222,16 @@ class NeuronEngine(EngineSurgery):
         """Everything tracked so far, as plain data (save, merge, feed to policies and reports).
 
         ``with_layout=True`` adds the model layout (consumer weights, output layers), so the
-        saved snapshot is all ``python -m engine plan`` needs.
+        saved snapshot is all ``python -m engine plan`` needs. Under a process group: every
+        rank's statistics, merged exactly (a collective; see ``engine.distributed``).
         """
-        return StatsSnapshot(
+        return gather_snapshot(self.process_group, StatsSnapshot(  # every rank's, merged
             layers={name: self.layer_stats(name) for name in self.layers},
             firing_threshold=self.firing_threshold,
             saturation_tolerance=self.saturation_tolerance,
             metadata=dict(metadata),
             model_layout=self.model_layout() if with_layout else None,
-        )
+        ))  # fmt: skip
 
     def model_layout(self, example_inputs: Any = None) -> ModelLayout:
         """What policies need to know about the model besides statistics (see engine.layout).
@@ -297,7 +300,8 @@ class NeuronEngine(EngineSurgery):
         snapshot = self.snapshot(**context)  # the loss lets growth policies weigh their gains
         layout = self.model_layout(example_inputs)
         ages = self.neurons.ages(epoch) if epoch is not None else None
-        return make_plan(snapshot, layout, config, planner=planner, ages=ages)
+        plan = make_plan(snapshot, layout, config, planner=planner, ages=ages)
+        return agree_on_plan(plan, self.process_group)  # one plan for every rank
 
     @property
     def last_epoch(self) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from engine.distributed import apply_on_every_rank, engine_ranks, refuse_trial
 from engine.errors import ConfigurationError
 from engine.plan import Plan
 from engine.surgery.heldout import Evaluate, held_out_loss
@@ -102,6 +103,12 @@ class EngineSurgery:
         >>> model[0].out_features, engine.neurons.ids("0"), record.max_output_change < 1e-6
         (6, [2, 3, 4, 5, 6, 7], True)
         """
+        ranks = engine_ranks(self)  # under torch.distributed: one decision of every rank
+        if ranks is not None:
+            return apply_on_every_rank(
+                ranks, self, plan, optimizer, example_inputs=example_inputs, step=step,
+                epoch=epoch, **options,
+            )  # fmt: skip
         epoch = self.last_epoch if epoch is None else epoch
         listeners, announce = self._announcer(plan, step, epoch)
         probe = self._probe(example_inputs)
@@ -158,6 +165,7 @@ class EngineSurgery:
         >>> trial.accepted, model[0].out_features, engine.neurons.size("0")
         (False, 8, 8)
         """
+        refuse_trial(self)
         if evaluate is None:
             if held_out is None or loss_fn is None:
                 raise ConfigurationError(

@@ -119,6 +119,23 @@ class DatasetError(EngineError, ValueError):
     says which file or package and how to get it)."""
 
 
+class UnsupportedModuleError(ConfigurationError):
+    """The model holds a module type that the dependency trace cannot follow (Hugging Face's
+    ``Conv1D`` before ``import engine.integrations.transformers``, or an optional integration
+    whose package is missing); ``module_type`` names it and the message says how to register
+    or install it."""
+
+    def __init__(self, module_type: str, message: str) -> None:
+        super().__init__(message)
+        self.module_type = module_type
+
+
+class MissingExtraError(EngineError, ImportError):
+    """An optional integration (``engine.integrations.lightning``, ``.transformers``,
+    ``.tensorboard``) was imported without its package; the message names the package and
+    the extra to install (``pip install 'neuron-engine[lightning]'``)."""
+
+
 class ModelFactoryError(ConfigurationError):
     """A checkpoint names a model factory that the user has not provided. A file never chooses
     code: its factory name is only looked up among the factories the user's own code
@@ -128,3 +145,16 @@ class ModelFactoryError(ConfigurationError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class RankMismatchError(EngineError, RuntimeError):
+    """The ranks of a ``torch.distributed`` process group disagree where they must agree: the
+    layout or neuron IDs behind their statistics, the plan they proposed or were given, their
+    parameters before surgery, or the outcome of a surgery. Raised on every rank at once;
+    ``ranks`` lists the ranks that differ from rank 0 and ``what`` names the disagreement.
+    Nothing was changed on any rank."""
+
+    def __init__(self, what: str, ranks: list[int], message: str) -> None:
+        super().__init__(message)
+        self.what = what
+        self.ranks = list(ranks)

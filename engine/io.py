@@ -19,6 +19,11 @@ folder are not told apart, as process IDs are this machine's).
 >>> d = atomic_write_dir(p.parent / "folder", lambda tmp: atomic_write_text(tmp / "a", "1"))
 >>> sorted(q.name for q in d.iterdir()), sorted(q.name for q in p.parent.iterdir())
 (['a'], ['folder', 'x.json'])
+
+**Rank 0 writes.** Under an initialised ``torch.distributed`` process group every write here
+happens on global rank 0 only (:func:`writes_here`): plans, statistics and weight snapshots,
+reports, checkpoints and plots are written once, and the other ranks' calls return the path
+without touching the disk. ``every_rank=True`` writes on every rank (a per-node cache).
 """
 
 from __future__ import annotations
@@ -47,6 +52,20 @@ _DIR_MODE = 0o777 & ~_UMASK
 _TEMP = r"\.{name}\.(tmp|old)-([0-9]+)-[0-9a-f]{{8}}"
 # what tempfile.mkstemp named the temporaries of earlier versions (inside a snapshot folder only)
 _LEGACY_TEMP = r"\.{name}\.[a-z0-9_]{{8}}\.tmp"
+
+
+def writes_here(every_rank: bool = False) -> bool:
+    """Whether this process writes the engine's files: always without ``torch.distributed``
+    (or with ``every_rank``); under an initialised process group only on global rank 0.
+    Looks at ``torch.distributed`` only when torch has already imported it.
+
+    >>> writes_here()  # no process group here
+    True
+    """
+    dist = sys.modules.get("torch.distributed")
+    if every_rank or dist is None or not dist.is_available() or not dist.is_initialized():
+        return True
+    return dist.get_rank() == 0
 
 
 def _temp_name(name: str, kind: str = "tmp") -> str:
@@ -112,10 +131,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, every_rank: bool = False
+) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); temporaries of
-    earlier killed writes of ``path`` are removed first."""
+    earlier killed writes of ``path`` are removed first. Rank 0 only (:func:`writes_here`)."""
     path = Path(path)
+    if not writes_here(every_rank):
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = path.parent / _temp_name(path.name)
@@ -133,8 +156,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, every_rank: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), every_rank=every_rank)
 
 
 # --- folders --------------------------------------------------------------------------------
@@ -202,6 +225,7 @@ def atomic_write_dir(
     *,
     keep: Collection[str] | None = None,
     error: type[Exception] = OSError,
+    every_rank: bool = False,
 ) -> Path:
     """Write the folder ``path`` as a whole: ``fill(tmp)`` writes every file into a new sibling
     folder ``.{name}.tmp-{pid}-{hex}``, which is fsynced and then swapped into place; the old
@@ -216,8 +240,11 @@ def atomic_write_dir(
     ``keep`` names the files the folder may hold; an existing folder holding anything else (a
     user's file) is refused with ``error`` before anything is written, since it would be
     replaced as a whole. A target that exists and is not a folder is refused the same way.
+    Rank 0 only, unless ``every_rank`` (:func:`writes_here`).
     """
     path = Path(os.path.abspath(path))
+    if not writes_here(every_rank):  # rank 0 writes (see the module docstring)
+        return path
     if not path.name:
         raise error(f"{path}: cannot replace the file-system root with a folder")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -119,3 +119,36 @@ def layer_kind_for(module: nn.Module) -> LayerKind | None:
 def tracked_types() -> tuple[type, ...]:
     """Module types the engine tracks by default."""
     return tuple(_REGISTRY)
+
+
+# Module types outside ``torch.nn`` whose weight multiplies their inputs (a consumer of the
+# units before them): type → (weight path, input axis of that weight). Linear and Conv are
+# known to the layout without it; Hugging Face's ``Conv1D`` (weight ``(in, out)``) registers
+# ``("weight", 0)`` from ``engine.integrations.transformers``.
+_CONSUMERS: dict[type, tuple[str, int]] = {}
+
+
+def register_consumer_weight(module_type: type, path: str, input_dim: int) -> None:
+    """Tell the layout that ``module_type`` multiplies its inputs by the tensor at ``path``
+    along ``input_dim`` (so the layers before it are not output layers, and folds see it).
+
+    >>> class Transposed(nn.Module):  # weight (in, out), like Hugging Face's Conv1D
+    ...     pass
+    >>> register_consumer_weight(Transposed, "weight", 0)
+    >>> consumer_weight_of(Transposed()), consumer_weight_of(nn.ReLU())
+    (('weight', 0), None)
+    """
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise ConfigurationError(
+            f"register_consumer_weight expects an nn.Module subclass, got {module_type!r}"
+        )
+    _CONSUMERS[module_type] = (str(path), int(input_dim))
+
+
+def consumer_weight_of(module: nn.Module) -> tuple[str, int] | None:
+    """``(path, input_dim)`` registered for ``module``'s type (nearest class in its MRO)."""
+    for cls in type(module).__mro__:
+        spec = _CONSUMERS.get(cls)
+        if spec is not None:
+            return spec
+    return None

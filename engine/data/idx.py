@@ -168,4 +168,4 @@ def write_idx(
     data = header + np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
     if compress or (compress is None and path.name.endswith(".gz")):
         data = gzip.compress(data, mtime=0)
-    return atomic_write_bytes(path, data)
+    return atomic_write_bytes(path, data, every_rank=True)  # a data file: on every node

@@ -96,6 +96,7 @@ from torch import nn
 from torch_pruning import ops as tp_ops
 
 from engine.errors import ConfigurationError
+from engine.layers import consumer_weight_of
 from engine.layout.heads import head_sizes
 from engine.layout.members import (
     DependencyMember,
@@ -222,6 +223,9 @@ def _layer_layout(ctx: _Context, name: str, module: nn.Module, ids: list[int]) -
 
     facts = _Facts(supports=_own_supports(module))
     members = [classify_member(ctx.graph, item) for item in group]
+    if any(_out_of_range(ctx, m) for m in members):  # a fused q/k/v seen through its split
+        base.supports = _NOTHING
+        return base
     for member in members:
         _visit(ctx, module, member, units, facts)
     overlap = self_overlap(members, units)
@@ -247,6 +251,18 @@ def _appendable(ctx: _Context, m: DependencyMember, units: int) -> bool:
     return size is None or appendable(unit_positions(m.idxs, m.roots, units), int(size))
 
 
+def _out_of_range(ctx: _Context, m: DependencyMember) -> bool:
+    """Whether Torch-Pruning mapped the units to positions past the member's axis (it could
+    not follow the ops between, e.g. GPT-2's fused ``c_attn`` split into q, k, v)."""
+    pruner = ctx.graph.get_pruner_of_module(m.module)
+    if pruner is None or isinstance(m.module, nn.Parameter) or not m.idxs:
+        return False
+    size = (pruner.get_in_channels if m.is_in and not m.is_out else pruner.get_out_channels)(
+        m.module
+    )
+    return size is not None and max(m.idxs) >= int(size)
+
+
 def _own_supports(module: nn.Module) -> frozenset[str]:
     if isinstance(module, nn.MultiheadAttention):
         return _PRUNE_ONLY
@@ -258,8 +274,9 @@ def _own_supports(module: nn.Module) -> frozenset[str]:
 def _visit(ctx: _Context, root: nn.Module, m: DependencyMember, units: int, facts: _Facts) -> None:
     module, node = m.module, m.node
     facts.params += len(m.idxs) * params_per_index(ctx.graph, module, m) / units
-    consumes = m.is_in and isinstance(
-        module, (*_WEIGHTED_CONSUMERS, nn.MultiheadAttention, nn.LSTM)
+    consumes = m.is_in and (
+        isinstance(module, (*_WEIGHTED_CONSUMERS, nn.MultiheadAttention, nn.LSTM))
+        or (isinstance(module, nn.Module) and consumer_weight_of(module) is not None)
     )
     facts.any_consumer |= consumes
     passes = m.is_out  # the unit axis goes on through this member to its output
@@ -335,6 +352,8 @@ def _consumer_weight(
         if module.in_proj_weight is None:
             return None  # separate q/k/v projections: Torch-Pruning only prunes their rows
         weight, axis = module.in_proj_weight, 1
+    elif isinstance(module, nn.Module) and (spec := consumer_weight_of(module)) is not None:
+        weight, axis = module.get_parameter(spec[0]), spec[1]  # a registered type (Conv1D)
     else:
         return None
     cols = _columns_by_unit(idxs, roots, units)

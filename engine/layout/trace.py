@@ -3,6 +3,12 @@
 Used by ``engine.layout.build``: modes, ``requires_grad`` flags and any hooks Torch-Pruning
 leaves behind are restored in ``finally``; floating-point inputs become clones that require
 grad so that groups reaching a model input can be recognised.
+
+Module types Torch-Pruning does not know get a pruner with :func:`register_pruner` (importing
+``engine.integrations.transformers`` registers Hugging Face's ``Conv1D``); a model holding a
+known-but-unregistered type, or a trace that fails on a module with its own parameters of a
+type Torch-Pruning does not know, raises :class:`~engine.errors.UnsupportedModuleError`
+naming the type and how to register it.
 """
 
 from __future__ import annotations
@@ -14,9 +20,58 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from engine.errors import ConfigurationError
+from engine.errors import ConfigurationError, UnsupportedModuleError
 
 ForwardFn = Callable[[nn.Module, Any], Any]
+
+_PRUNERS: dict[type, Any] = {}  # module type → Torch-Pruning pruner (BasePruningFunc)
+# types that need a registration before any trace: (module, class name) → what to do
+_NEEDS_REGISTRATION = {
+    ("transformers.pytorch_utils", "Conv1D"): "import engine.integrations.transformers",
+}
+
+
+def register_pruner(module_type: type, pruner: Any) -> None:
+    """Give Torch-Pruning's dependency graph a pruner for ``module_type`` (an instance of
+    ``torch_pruning.pruner.BasePruningFunc``; exact type, as Torch-Pruning matches it)."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise ConfigurationError(
+            f"register_pruner expects an nn.Module subclass, got {module_type!r}"
+        )
+    _PRUNERS[module_type] = pruner
+
+
+def registered_pruners() -> dict[type, Any]:
+    """The custom pruners given to every trace (a copy)."""
+    return dict(_PRUNERS)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def check_known_modules(model: nn.Module) -> None:
+    """Refuse, before tracing, a module type that is known to need a registration."""
+    for name, m in model.named_modules():
+        cls = type(m)
+        todo = _NEEDS_REGISTRATION.get((cls.__module__, cls.__name__))
+        if todo is not None and cls not in _PRUNERS:
+            raise UnsupportedModuleError(
+                _qualname(cls),
+                f"module {name!r} is a {_qualname(cls)}, which the dependency trace does not "
+                f"know yet: {todo} (it registers the type), or give it a pruner with "
+                f"engine.layout.trace.register_pruner",
+            )
+
+
+def _unknown_modules(model: nn.Module) -> list[tuple[str, type]]:
+    """Modules holding their own parameters whose type Torch-Pruning has no pruner for."""
+    found = []
+    for name, m in model.named_modules():
+        own = any(p is not None for p in m._parameters.values())
+        if own and type(m) not in _PRUNERS and tp.ops.module2type(m) == tp.ops.OPTYPE.ELEMENTWISE:
+            found.append((name, type(m)))
+    return found
 
 
 def trace_graph(
@@ -59,6 +114,7 @@ def trace_graph(
             )
         return found
 
+    check_known_modules(model)
     try:
         with torch.enable_grad():
             for p, _ in flags:
@@ -70,8 +126,21 @@ def trace_graph(
                 example_inputs=inputs,
                 forward_fn=run,
                 output_transform=keep_traceable,
+                customized_pruners=dict(_PRUNERS) or None,
                 verbose=False,
             )
+    except (TypeError, AttributeError, IndexError, AssertionError) as exc:  # inside Torch-Pruning
+        unknown = _unknown_modules(model)
+        if not unknown:
+            raise
+        name, cls = unknown[0]
+        raise UnsupportedModuleError(
+            _qualname(cls),
+            f"the dependency trace failed ({type(exc).__name__}: {exc}); module {name!r} is a "
+            f"{_qualname(cls)} holding its own parameters, a type Torch-Pruning has no pruner "
+            f"for: register one with engine.layout.trace.register_pruner (and its resizer with "
+            f"engine.surgery.register_resizer)",
+        ) from exc
     finally:
         for m, mode in modes:
             m.training = mode

@@ -91,6 +91,10 @@ def resizer_for(module: nn.Module) -> Resizer:
 def fan_in_bound(module: nn.Module) -> float:
     """PyTorch's default init bound for Linear/Conv weights: 1/sqrt(fan_in)."""
     w = module.weight
+    kinds = [_REGISTRY[c] for c in type(module).__mro__ if c in _REGISTRY]
+    spec = kinds[0].consumer_weight if kinds else None
+    if spec == ("weight", 0) and w.dim() == 2:  # an (in, out) weight (Hugging Face's Conv1D)
+        return 1.0 / math.sqrt(max(1, w.shape[0]))
     fan_in = w.shape[1] * math.prod(w.shape[2:]) if w.dim() > 1 else w.shape[0]
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         fan_in = w.shape[0] * math.prod(w.shape[2:]) // max(1, module.groups)

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.io import writes_here
 from engine.surgery.records import SurgeryRecord
 from engine.weights.errors import ChangeLogError
 from engine.weights.jsonable import to_jsonable
@@ -137,7 +138,7 @@ class ChangeLog:
     ) -> list[ChangeEntry]:
         """Append one line per action of ``record``; returns the entries written."""
         entries = entries_from_record(record, snapshot_before, snapshot_after)
-        if not entries:
+        if not entries or not writes_here():  # under torch.distributed: rank 0 writes
             return entries
         text = "".join(e.model_dump_json() + "\n" for e in entries).encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)

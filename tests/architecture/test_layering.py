@@ -27,9 +27,12 @@ FLOORS: list[tuple[str, ...]] = [
     ("engine.planning", "engine.preview"),
     ("policies",),
     ("engine.surgery", "engine.dynamics", "engine.tracked", "engine.sparsity"),
+    ("engine.distributed",),
     ("engine.engine_surgery", "engine.forking"),
     ("engine.core",),
     ("engine.schedule", "engine.weights", "engine.checkpoint", "engine.report", "engine.data"),
+    ("engine.dashboard",),  # reads run folders through weights/dynamics/history; never the core
+    ("engine.integrations",),  # Lightning, Hugging Face, TensorBoard: users of the schedule
     ("engine.cli",),
     ("engine.__main__", "engine"),
 ]
