@@ -10,6 +10,7 @@ Commands report bad input with exit code 2 and one message naming the problem (n
     neuron-engine apply plan.json model.pt --model mypkg.models:make_mlp -o pruned.safetensors
     neuron-engine dashboard outputs/self_modifying/cnn -o report.html
     neuron-engine weights outputs/self_modifying/cnn/weights
+    neuron-engine representations outputs/representation_dynamics
 
 >>> build_parser().parse_args(["inspect", "outputs/quickstart/stats"]).command
 'inspect'
@@ -272,10 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", help="modified checkpoint (safetensors)")
     p.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     p.set_defaults(func=_cmd_apply)
-    from engine.dashboard.command import add_dashboard_parser, add_weights_parser
+    from engine.dashboard.command import (
+        add_dashboard_parser,
+        add_representations_parser,
+        add_weights_parser,
+    )
 
     add_dashboard_parser(sub)
     add_weights_parser(sub)
+    add_representations_parser(sub)
     return parser
 
 

@@ -89,3 +89,26 @@ def add_weights_parser(sub: argparse._SubParsersAction) -> None:
                    "with weights/)")  # fmt: skip
     p.add_argument("--top", type=_positive, default=8, help="layers in the per-epoch table")
     p.set_defaults(func=run_weights_command)
+
+
+def run_representations_command(args: argparse.Namespace) -> int:
+    from engine.dashboard.representation_stats import representation_report
+
+    print(representation_report(args.path, k=args.k, top=args.top, max_samples=args.max_samples))
+    return 0
+
+
+def add_representations_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``representations RUN_DIR [--k N] [--top N]``: print representation dynamics."""
+    p = sub.add_parser(
+        "representations",
+        help="representation dynamics of a run's probe samples: neighbour overlap between "
+        "epochs per layer, the samples that moved most, confidence per epoch",
+    )
+    p.add_argument("path", metavar="RUN_DIR", help="a run folder with dynamics/representations/")
+    p.add_argument("--k", type=_positive, default=10, help="neighbours per sample (default 10)")
+    p.add_argument("--top", type=_positive, default=5, help="samples listed as moved most")
+    p.add_argument(
+        "--max-samples", type=_positive, default=200, help="probe samples used (default 200)"
+    )
+    p.set_defaults(func=run_representations_command)

@@ -6,7 +6,10 @@
   epoch, kNN sets and their overlap over training (the training fingerprint), distances;
 * ``linear_cka``, ``MinibatchCKA``, ``cross_correlation``, ``LayerSimilarityHistory``,
   ``augmentation_spread``: similarity within and between layers;
-* ``capture_outputs``: layer outputs for a batch, hooks removed in ``finally``.
+* ``capture_outputs``: layer outputs for a batch, hooks removed in ``finally``;
+* ``cross_correlation_grid`` / ``plot_cross_correlation_grid``: every unit of every layer
+  against every unit of every other (the all-pairs grid figure);
+* ``MovingAverages``: EMA of gradients and weights, and weights where the gradient is zero.
 """
 
 from engine.dynamics.capture import capture_outputs, engine_capture_points
@@ -26,6 +29,7 @@ from engine.dynamics.layer_similarity import (
     augmentation_spread,
     mean_abs_correlation,
 )
+from engine.dynamics.moving_averages import MovingAverageError, MovingAverageHistory, MovingAverages
 from engine.dynamics.neighbours import (
     distance_matrix,
     epoch_similarity,
@@ -53,6 +57,9 @@ __all__ = [
     "GradientTracker",
     "LayerSimilarityHistory",
     "MinibatchCKA",
+    "MovingAverageError",
+    "MovingAverageHistory",
+    "MovingAverages",
     "NeighbourCountError",
     "RepresentationDynamics",
     "RepresentationShapeError",
@@ -64,6 +71,7 @@ __all__ = [
     "capture_outputs",
     "cka_matrix",
     "cross_correlation",
+    "cross_correlation_grid",
     "distance_matrix",
     "engine_capture_points",
     "epoch_similarity",
@@ -73,18 +81,24 @@ __all__ = [
     "mean_abs_correlation",
     "neighbour_overlap",
     "overlap_over_time",
+    "plot_cross_correlation_grid",
     "plot_gradient_dynamics",
     "plot_gradient_signs",
     "sample_correlation",
     "unbiased_hsic",
 ]
 
-_PLOTS = ("plot_gradient_dynamics", "plot_gradient_signs")
+_LAZY = {  # these import matplotlib: only when asked for
+    "plot_gradient_dynamics": "plots",
+    "plot_gradient_signs": "plots",
+    "cross_correlation_grid": "correlation_grid",
+    "plot_cross_correlation_grid": "correlation_grid",
+}
 
 
-def __getattr__(name: str):  # the plots import matplotlib: only when asked for
-    if name in _PLOTS:
-        from engine.dynamics import plots
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-        return getattr(plots, name)
+        return getattr(importlib.import_module(f"engine.dynamics.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'engine.dynamics' has no attribute {name!r}")
