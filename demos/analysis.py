@@ -23,6 +23,8 @@ Writes, under the output folder:
 * ``plots/class_means_<layer>.png``  neurons × classes: mean activation per digit class
 * ``plots/correlation_<layer>.png``  feature × feature Pearson correlation of the layer's units
 * ``plots/cka.png``                  linear CKA between the input and every tracked layer
+* ``history.json``, ``report.html``  per-epoch statistics while it trained, and the run's
+                                     dashboard (``python -m engine dashboard``)
 
 Figures are drawn on matplotlib's Agg canvas (no display needed).
 """
@@ -36,7 +38,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from demo_utils import accuracy, demo_arguments, digits, mlp, parse_demo_arguments, train_epoch
+from demo_utils import (
+    accuracy,
+    demo_arguments,
+    digits,
+    mlp,
+    parse_demo_arguments,
+    train_epoch,
+    write_dashboard,
+)
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -168,10 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     model = mlp((128, 64))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     shuffle = torch.Generator().manual_seed(args.seed)
+    watcher = NeuronEngine(model)  # per-epoch history while it trains: the run's dashboard
     for epoch in range(epochs):
-        loss, train_acc = train_epoch(model, opt, data.x_train, data.y_train, generator=shuffle)
+        with watcher.tracking():
+            loss, train_acc = train_epoch(model, opt, data.x_train, data.y_train, generator=shuffle)
+        watcher.log_epoch(epoch, loss=loss, accuracy=train_acc)
         print(f"epoch {epoch + 1}/{epochs}  loss {loss:.4f}  train acc {train_acc:.3f}")
     test_acc = accuracy(model, data.x_test, data.y_test)
+    watcher.history.save(out / "history.json")
 
     # Dataset-level pass: every training sample once, in eval mode, with correlation.
     engine = NeuronEngine(model, correlation=True)
@@ -231,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"findings: {analysis}")
     print(f"plots:    {len(plots)} PNGs under {out / 'plots'}")
     print(f"next:     python -m engine report {stats} --threshold {args.threshold:g}")
+    write_dashboard(out)  # per-layer statistics and metrics over the training epochs
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -64,6 +64,7 @@ from demo_utils import (
     parse_demo_arguments,
     positive,
     train_epoch,
+    write_dashboard,
 )
 from safetensors.torch import save as safetensors_bytes
 
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         with engine.tracking():
             loss, train_acc = train_epoch(model, opt, data.x_train, data.y_train, generator=gen)
         engine.log_epoch(epoch, loss=loss, accuracy=train_acc)
+    engine.history.save(out / "history.json")  # the run's dashboard reads it
     model.eval()
     acc_before = accuracy(model, data.x_test, data.y_test)
     print(f"trained {epochs} epochs: test accuracy {acc_before:.4f}, "
@@ -230,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     print("load in Python (PYTHONPATH=demos, for the factory; the file only names it):")
     print(f"  from demo_utils import mlp; from engine import checkpoint; "
           f"model = checkpoint.load({str(pruned)!r}, factory=mlp)")  # fmt: skip
+    write_dashboard(out)  # the training epochs' statistics and metrics
     return 0
 
 

@@ -42,6 +42,8 @@ DEMOS = [
             "plots/class_means_fc1.png",
             "plots/correlation_fc1.png",
             "plots/cka.png",
+            "history.json",
+            "report.html",
         ),
         needs=("sklearn",),
     ),

@@ -37,7 +37,7 @@ def test_writes_every_output(run) -> None:
     out, _ = run
     for name in ("model.pt", "model.safetensors", "plan.json", "model-pruned.safetensors",
                  "cli-dry-run.txt", "cli-apply.txt", "commands.sh", "summary.json",
-                 "summary.txt"):  # fmt: skip
+                 "summary.txt", "history.json", "report.html"):  # fmt: skip
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert "DRY RUN (nothing written)" in (out / "cli-dry-run.txt").read_text()
     assert "wrote " in (out / "cli-apply.txt").read_text()
