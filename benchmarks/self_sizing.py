@@ -91,7 +91,8 @@ def table(results: dict[str, dict[str, list[dict]]], s: Settings, seeds: list[in
     lines = [
         f"Mean over seeds {seeds}; {s.epochs} epochs, surgery every {s.every} (trials: "
         f"{s.recovery} recovery steps, cut budget {s.cut_budget:g}, growth must gain "
-        f"{s.min_growth_gain:g}, cuts from epoch {s.epochs // 3}); {versions_line()}.",
+        f"{s.min_growth_gain:g} unless underfitting (margin {s.underfit_margin}), cuts from "
+        f"epoch {s.epochs // 3}); {versions_line()}.",
         "",
         "| task | run | test accuracy % | parameters | × fixed wide | final widths "
         "| steps × fixed |",

@@ -76,6 +76,7 @@ class Settings:
     held_out_fraction: float = 0.15
     recovery: int = 10  # training steps inside each trial before it is judged
     min_growth_gain: float = 0.002  # growth must lower the held-out loss by 0.2 %…
+    underfit_margin: float | None = 0.2  # …unless train loss ≥ 0.8 × held-out (no harm then)
     significance: float | None = None  # 2.0: …and by 2 standard errors (see the README)
     cut_budget: float = 0.02  # all kept cuts together: at most +2 % (net) of the held-out loss
     config: Path = AUTOSIZE
@@ -151,6 +152,7 @@ def train_self_sizing(
         trial_options={"baseline": "recovered"}
         | ({} if s.significance is None else {"significance": s.significance}),
         min_growth_gain=s.min_growth_gain, shrink_start=s.epochs // 3, cut_budget=s.cut_budget,
+        underfit_margin=s.underfit_margin,
         **s.apply_options,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(seed)

@@ -97,7 +97,7 @@ def run_model(name: str, args, out: Path) -> dict:
     trials = {} if args.no_trials else dict(
         held_out=held_out, loss_fn=F.cross_entropy,
         recover=recovery_steps(split.x_train, split.y_train, F.cross_entropy, RECOVERY_STEPS),
-        trial_options={"baseline": "recovered"}, min_growth_gain=0.002,
+        trial_options={"baseline": "recovered"}, min_growth_gain=0.002, underfit_margin=0.2,
         cut_budget=0.02, shrink_start=args.epochs // 3,
     )  # fmt: skip
     schedule = SurgerySchedule(

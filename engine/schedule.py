@@ -22,6 +22,7 @@ model and optimizer, and start the statistics afresh for the new shapes.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,14 @@ class SurgerySchedule:
         min_growth_gain: in trial mode, a plan that grows is kept only when the held-out loss
             fell by at least this share (e.g. 0.005: new units must pay for themselves). None:
             a growing plan is judged like any other.
+        underfit_margin: with ``min_growth_gain``: when the training loss (the last
+            ``engine.log_epoch(loss=…)``) is at least ``(1 − underfit_margin)`` × the held-out
+            loss, the model fits its training data no better than data it never saw: it is
+            short of capacity, not of data, and a growing plan is kept when it does not raise
+            the held-out loss (the first steps of new units under Adam are small, so a gain
+            rarely shows within a few recovery steps). Otherwise growth must pay
+            ``min_growth_gain``. Each growing trial's record says which bar it met
+            (``record.metadata["growth_bar"]``: both losses, ``underfitting``, the tolerance).
         apply_options: passed to ``engine.apply`` / ``engine.trial`` (e.g. ``measure="plan"``).
 
     ``epoch_end(epoch)`` returns the ``SurgeryRecord`` when a plan with actions was applied
@@ -99,6 +108,7 @@ class SurgerySchedule:
         min_growth_gain: float | None = None,
         shrink_start: int | None = None,
         cut_budget: float | None = None,
+        underfit_margin: float | None = None,
         **apply_options: Any,
     ) -> None:
         if every < 1:
@@ -130,6 +140,9 @@ class SurgerySchedule:
         if min_growth_gain is not None and not 0.0 <= min_growth_gain < 1.0:
             raise ConfigurationError(f"min_growth_gain must be in [0, 1), got {min_growth_gain}")
         self.min_growth_gain = min_growth_gain
+        if underfit_margin is not None and not 0.0 <= underfit_margin < 1.0:
+            raise ConfigurationError(f"underfit_margin must be in [0, 1), got {underfit_margin}")
+        self.underfit_margin = underfit_margin
         self.shrink_start = shrink_start
         if cut_budget is not None and not 0.0 <= cut_budget < 1.0:
             raise ConfigurationError(f"cut_budget must be in [0, 1), got {cut_budget}")
@@ -190,14 +203,18 @@ class SurgerySchedule:
             if not kinds:
                 return None
             options = dict(self.trial_options)
+            bar = None
             if "expand" in kinds and self.min_growth_gain is not None:
-                options["tolerance"] = -self.min_growth_gain  # new units must pay for themselves
+                bar = self._growth_bar()
+                options["tolerance"] = bar["tolerance"]  # new units must pay for themselves
             elif "expand" not in kinds and self.cut_budget is not None:
                 options["tolerance"] = max(0.0, self.cut_budget - self.cut_budget_used)
             trial = self.engine.trial(
                 plan, self.optimizer, evaluate=self.evaluate, recover=self.recover,
                 epoch=epoch, step=step, **reference, **options, **self.apply_options,
             )  # fmt: skip
+            if bar is not None:
+                trial.record.metadata["growth_bar"] = bar
             self.trials.append(trial)
             if trial.loss_before is not None and "significance" not in self.trial_options:
                 reference = {"reference_loss": trial.loss_before}  # (a paired test re-measures)
@@ -220,6 +237,21 @@ class SurgerySchedule:
                 self.shrink_scale = self.min_shrink_scale
                 return None  # the smallest step was refused: nothing to spare this time
             scale = self.shrink_scale = smaller
+
+    def _growth_bar(self) -> dict[str, Any]:
+        """The tolerance a growing trial is judged with (see ``underfit_margin``)."""
+        bar: dict[str, Any] = {"tolerance": -float(self.min_growth_gain), "underfitting": False}
+        history = self.engine.history
+        train = history.records[-1].metrics.get("loss") if len(history) else None
+        if self.underfit_margin is None or train is None:
+            return bar
+        with self.engine.paused():  # held-out batches never reach the statistics
+            value = self.evaluate(self.engine.model)
+        held = float(value.double().mean()) if isinstance(value, torch.Tensor) else float(value)
+        bar.update(train_loss=float(train), held_out_loss=held)
+        if math.isfinite(held) and float(train) >= (1.0 - self.underfit_margin) * held:
+            bar.update(tolerance=0.0, underfitting=True)
+        return bar
 
 
 def _has_actions(plan: Plan) -> bool:
