@@ -102,38 +102,24 @@ def collect_run(
     else:
         panels["weights"] = weight_change(store.snapshots(), lineage=store.lineage)
 
-    path = files.found("gradients")
-    if path is None:
-        panels["gradients"] = {"note": files.note("gradients")}
-    else:
-        from engine.dynamics.gradient_record import GradientHistory
+    from engine.dynamics.gradient_record import GradientHistory
+    from engine.dynamics.layer_similarity import LayerSimilarityHistory
+    from engine.dynamics.moving_averages import MovingAverageHistory
+    from engine.dynamics.representations import RepresentationStore
 
-        panels["gradients"] = gradient_dynamics(GradientHistory.load(path))
-
-    path = files.found("representations")
-    if path is None:
-        panels["representations"] = {"note": files.note("representations")}
-    else:
-        from engine.dynamics.representations import RepresentationStore
-
-        panels["representations"] = representation_panels(
-            RepresentationStore(path.parent), k=k, max_samples=max_samples,
+    builders = {  # panel: (source file, how its data is made from the file's path)
+        "gradients": ("gradients", lambda p: gradient_dynamics(GradientHistory.load(p))),
+        "representations": ("representations", lambda p: representation_panels(
+            RepresentationStore(p.parent), k=k, max_samples=max_samples,
             confidence_layer=confidence_layer, probe=files.found("probe"),
-        )  # fmt: skip
-    path = files.found("moving")
-    if path is None:
-        panels["moving"] = {"note": files.note("moving")}
-    else:
-        from engine.dynamics.moving_averages import MovingAverageHistory
-
-        panels["moving"] = moving_dynamics(MovingAverageHistory.load(path))
-    path = files.found("similarity")
-    if path is None:
-        panels["similarity"] = {"note": files.note("similarity")}
-    else:
-        from engine.dynamics.layer_similarity import LayerSimilarityHistory
-
-        panels["similarity"] = layer_similarity(LayerSimilarityHistory.load(path).entries)
+        )),
+        "moving": ("moving", lambda p: moving_dynamics(MovingAverageHistory.load(p))),
+        "similarity": ("similarity",
+                       lambda p: layer_similarity(LayerSimilarityHistory.load(p).entries)),
+    }  # fmt: skip
+    for panel, (source, build) in builders.items():
+        path = files.found(source)
+        panels[panel] = {"note": files.note(source)} if path is None else build(path)
     return {
         "run": str(Path(run_dir)),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
