@@ -22,4 +22,4 @@ test: lint
 	$(VENV_PY) -m pytest
 
 bench: setup
-	$(VENV_PY) benchmarks/tracking_overhead.py
+	$(VENV_PY) benchmarks/speed_report.py --threads 1 --compile aot_eager

@@ -67,6 +67,7 @@ from engine.plan import (
     validation_problems,
 )
 from engine.preview import preview_plan
+from engine.sampling import Coverage, SamplingWindow
 from engine.schedule import SurgerySchedule
 from engine.sparsity import SparsityPressure, sparsity_penalty
 from engine.stats import (
@@ -156,6 +157,7 @@ __all__ += [
     "ActionRecord",
     "ChangeLog",
     "ChangeLogError",
+    "Coverage",
     "DynamicsConfigError",
     "DynamicsError",
     "GradientHistory",
@@ -170,6 +172,7 @@ __all__ += [
     "RankMismatchError",
     "RepresentationDynamics",
     "RepresentationStore",
+    "SamplingWindow",
     "SnapshotStore",
     "StalePlanError",
     "SurgeryError",

@@ -229,7 +229,7 @@ class NeuronEngine(EngineSurgery):
             layers={name: self.layer_stats(name) for name in self.layers},
             firing_threshold=self.firing_threshold,
             saturation_tolerance=self.saturation_tolerance,
-            metadata=dict(metadata),
+            metadata={**getattr(self, "_snapshot_metadata", dict)(), **metadata},
             model_layout=self.model_layout() if with_layout else None,
         ))  # fmt: skip
 

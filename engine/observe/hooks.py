@@ -83,7 +83,30 @@ def make_observer(
     Tensor ops only: no host sync, no Python loop over units. With ``target``, the hook does
     nothing when it fires on another module (``copy.deepcopy`` of a tracked model copies its
     hooks; the copy must not feed the original's statistics).
+
+    The same arguments (and layer width) give the same function object again: a compiled
+    model whose hooks go on and off (``tracking()`` blocks, sampling windows) then meets the
+    hooks its graph was traced with, instead of recompiling for every new closure.
     """
+    # ids, not objects, in the key: a deep copy of the accumulator (which copies this cache)
+    # then misses, instead of reusing a closure that feeds the original
+    key = (id(kind), id(observation), id(target), id(accumulator), accumulator.num_units)
+    cache = accumulator.__dict__.setdefault("_observers", {})
+    hit = cache.get(key)
+    if hit is not None and hit[1]() is target:
+        return hit[2]
+    observe = _observer(kind, observation, accumulator, target)
+    ref = (lambda: None) if target is None else weakref.ref(target)
+    cache[key] = ((kind, observation), ref, observe)  # held: their ids stay theirs
+    return observe
+
+
+def _observer(
+    kind: LayerKind,
+    observation: Observation,
+    accumulator: NeuronAccumulator,
+    target: nn.Module | None,
+) -> Callable[[nn.Module, Any, Any], None]:
     select = kind.select if observation.at_layer_output else (lambda out: out)
     replay = tuple(step.replay for step in observation.replay)
     owner = weakref.ref(target) if target is not None else None

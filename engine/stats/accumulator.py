@@ -6,9 +6,12 @@ Every batch costs a handful of fused reductions on the activation's device (no `
 * the batch is shifted by a constant ``K`` (its first sample, kept with the batch's sums), so
   a large common offset (3000 + small noise) does not cancel the variance away in float32;
 * two-pass sums around the batch mean, ``amin``/``amax``, Σ|x|, a firing count and the count
-  of non-finite values (reusing one scratch buffer) give one ``(rows, N)`` tensor (float32;
-  float64 for float64 activations), appended to a short pending list;
-* with correlation on, the centred batch adds ``dcᵀ·dc`` into a window accumulator.
+  of non-finite values (``engine.stats.batch_rows``: one scratch tensor, kept between calls on
+  a CPU) give one ``(rows, N)`` tensor (float32; float64 for float64 activations), appended to
+  a short pending list;
+* with correlation on, the centred batch adds ``dcᵀ·dc`` into the window's co-moment buffer in
+  place (``addmm_``; three half-width products from ``SYMMETRIC_FROM`` units), whose diagonal
+  is also the batches' ``Σ (d − d̄)²`` (so the kernel skips that row).
 
 Every ``flush_every`` batches the pending window is combined in float64 with the exact k-way
 formula and Chan-merged, on the device, into a running *fresh block*; whenever statistics are
@@ -45,11 +48,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
+import engine.stats.batch_rows as rows_
 from engine.errors import CorrelationLimitError
+from engine.stats.batch_rows import batch_rows
 from engine.stats.comoments import CoMoments, merge_comoments, merge_counted_comoments
-from engine.stats.moments import Moments, merge_counted, merge_moments, saturation_mask
+from engine.stats.moments import Moments, merge_counted, merge_moments
 
-_SUM, _M2, _MIN, _MAX, _ABS, _FIRE, _BAD, _SHIFT, _SAT = range(9)
+SYMMETRIC_FROM = 256  # units from which the co-moment products skip the lower-left block
 
 
 class NonFiniteStatisticsWarning(RuntimeWarning):
@@ -108,6 +113,7 @@ class NeuronAccumulator:
         # Observations known to be ≥ 0 (behind ReLU/ReLU6) with threshold 0 take a cheaper path.
         self.nonnegative = bool(nonnegative) and self.firing_threshold == 0.0
         self.name = name
+        self._device: torch.device | None = None  # where the state is known to live
         self._total: Moments | None = None
         self._window: Moments | None = None
         self._comoments: CoMoments | None = None
@@ -119,6 +125,7 @@ class NeuronAccumulator:
         self._reset_pending()
 
     def _reset_pending(self) -> None:
+        self._device = None  # the state may have been replaced: check on the next batch
         self._pending: list[torch.Tensor] = []
         self._pending_n: list[int] = []  # rows of each pending batch
         self._cross: torch.Tensor | None = None
@@ -128,64 +135,63 @@ class NeuronAccumulator:
         """Add observations: ``(samples, N)``, or ``(B, N, L)`` with the units in the middle
         (a conv map viewed as ``(B, C, H·W)``, reduced without a transposing copy).
 
-        No host sync. One scratch buffer is reused for the non-finite test, the centred values,
-        |x| and the firing test; sums are two-pass around the batch mean (robust, and faster
-        than ``var_mean``). A batch holding a NaN or ±inf is left out whole when it is folded
-        into the running state (its non-finite values are counted per unit).
+        No host sync: the batch becomes one row tensor (``engine.stats.batch_rows``) appended
+        to the pending window; with correlation on, its centred values add ``dcᵀ·dc`` into the
+        window's co-moment buffer in place. A batch holding a NaN or ±inf is left out whole
+        when the window is folded (its non-finite values are counted per unit).
         """
         x = x.detach()
-        middle = x.dim() == 3
-        n = x.shape[0] * x.shape[2] if middle else x.shape[0]
+        n = x.shape[0] * x.shape[2] if x.dim() == 3 else x.shape[0]
         if n == 0:
             return
-        self._follow_device(x.device)
+        if x.device != self._device:
+            self._follow_device(x.device)
         # float64 activations keep float64 (a 1e6 offset + 1e-3 noise has no float32 variance);
         # everything else is reduced in float32.
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        if x.dtype != dtype:
-            x = x.to(dtype)
-        shift = x[0, :, 0] if middle else x[0]  # this batch's first sample, kept with its sums
-
-        def per_unit(t: torch.Tensor, op=torch.sum) -> torch.Tensor:
-            return op(op(t, 2), 0) if middle else op(t, 0)
-
-        def spread(v: torch.Tensor) -> torch.Tensor:
-            return v[:, None] if middle else v
-
-        # x − x is 0 for a finite value and NaN for NaN/±inf: float ops only (a bool test per
-        # value costs several float passes on a CPU). What else the batch gives may then be
-        # NaN: the fold drops it by the count, with tensor ops.
-        scratch = torch.sub(x, x).nan_to_num_(nan=1.0)
-        bad = per_unit(scratch)  # non-finite values per unit
-        torch.sub(x, spread(shift), out=scratch)
-        sum_d = per_unit(scratch)
-        scratch.sub_(spread(sum_d), alpha=1.0 / n)  # centred on the batch mean
-        if self.correlation:
-            cross = (
-                torch.tensordot(scratch, scratch, dims=([0, 2], [0, 2]))
-                if middle
-                else scratch.T @ scratch
-            )
-            cross = torch.where(bad.sum() == 0, cross, 0.0)  # the window's sum stays finite
-            self._cross = cross if self._cross is None else self._cross + cross
-        m2 = per_unit(scratch.square_())
-        if self.nonnegative:  # behind a ReLU: |x| = x (Σ|x| = Σd + n·shift, formed in float64
-            abs_sum = sum_d  # at flush) and x > 0 ⇔ sign(x) = 1
-            fire = per_unit(torch.sign(x, out=scratch))
-        else:
-            abs_sum = per_unit(torch.abs(x, out=scratch))
-            above = torch.sub(x, self.firing_threshold, out=scratch)
-            fire = per_unit(above.clamp_(min=0).sign_())
-        rows = [sum_d, m2, per_unit(x, torch.amin), per_unit(x, torch.amax), abs_sum, fire, bad]
-        rows.append(shift)
-        sat = saturation_mask(x, self.bounds, self.saturation_tolerance)
-        if sat is not None:
-            rows.append(torch.sum(sat, dim=(0, 2) if middle else 0, dtype=dtype))
-        self._pending.append(torch.stack(rows))
+        if x.dtype != torch.float32 and x.dtype != torch.float64:
+            x = x.to(torch.float32)
+        rows = batch_rows(
+            x, self.firing_threshold, self.bounds, self.saturation_tolerance, self.nonnegative,
+            self._add_cross if self.correlation else None,
+        )  # fmt: skip
+        self._pending.append(rows)
         self._pending_n.append(n)
         self._rows += n
         if len(self._pending) >= self.flush_every:
             self._fold()
+
+    def _add_cross(self, centred: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+        """Add the batch's ``dcᵀ·dc`` to the window's co-moment buffer in place (zeros for a
+        batch holding a NaN or ±inf, decided on the device); returns a zero ``M2`` row: the
+        fold reads the window's ``Σ (d − d̄)²`` off the buffer's diagonal. The smaller side
+        is masked: the centred values (then ``addmm_`` into the buffer) or the product. From
+        ``SYMMETRIC_FROM`` units on, three half-width products fill the upper triangle of
+        blocks (¾ of the work) and the fold mirrors the fourth block."""
+        ok = bad.sum() == 0
+        middle = centred.dim() == 3
+        units = centred.shape[1]
+        if not middle and centred.shape[0] <= units:
+            centred.nan_to_num_(0.0, 0.0, 0.0).mul_(ok)
+            if units >= SYMMETRIC_FROM:
+                if self._cross is None:
+                    self._cross = centred.new_zeros(units, units)
+                h, c = units // 2, self._cross
+                a, b = centred[:, :h], centred[:, h:]
+                c[:h, :h].addmm_(a.T, a)
+                c[:h, h:].addmm_(a.T, b)
+                c[h:, h:].addmm_(b.T, b)
+            elif self._cross is None:
+                self._cross = centred.T @ centred
+            else:
+                self._cross.addmm_(centred.T, centred)
+            return torch.zeros_like(bad)
+        if middle:
+            cross = torch.tensordot(centred, centred, dims=([0, 2], [0, 2]))
+        else:
+            cross = centred.T @ centred
+        cross.nan_to_num_(0.0, 0.0, 0.0).mul_(ok)
+        self._cross = cross if self._cross is None else self._cross.add_(cross)
+        return torch.zeros_like(bad)
 
     def _follow_device(self, device: torch.device) -> None:
         """Move the running state to ``device`` when the batches moved (``model.to(...)``
@@ -194,6 +200,7 @@ class NeuronAccumulator:
         held = [s.mean for s in states if s is not None] + self._pending[:1]
         if self._cross is not None:
             held.append(self._cross)
+        self._device = device  # the next batch on this device skips the check (no state moved)
         if all(t.device == device for t in held):
             return
         if self._fresh is not None:
@@ -215,10 +222,12 @@ class NeuronAccumulator:
     def checkpoint(self) -> AccumulatorCheckpoint:
         """What :meth:`restore` needs to put this accumulator back bitwise (a trial surgery
         that is rolled back). The running state is only ever replaced, never written in
-        place, so holding the current objects is enough: no copy, no sync."""
+        place, so holding the current objects is enough, except for the window's co-moment
+        buffer (summed in place): that one is copied on the device. No host sync."""
+        cross = None if self._cross is None else self._cross.clone()
         return AccumulatorCheckpoint(
             self.num_units, self._total, self._window, self._comoments,
-            tuple(self._pending), tuple(self._pending_n), self._cross,
+            tuple(self._pending), tuple(self._pending_n), cross,
             self._fresh, self._fresh_cm, self._warned, self._rows,
         )  # fmt: skip
 
@@ -235,9 +244,10 @@ class NeuronAccumulator:
             c.num_units, c.total, c.window, c.comoments,
         )  # fmt: skip
         self._pending, self._pending_n = list(c.pending), list(c.pending_n)
-        self._cross = c.cross
+        self._cross = None if c.cross is None else c.cross.clone()  # a token may be reused
         self._fresh, self._fresh_cm, self._warned = c.fresh, c.fresh_comoments, c.warned
         self._rows = c.rows
+        self._device = None  # the restored state may live elsewhere: check on the next batch
 
     # --- window combine -------------------------------------------------------------------
     def _fold(self) -> None:
@@ -245,45 +255,55 @@ class NeuronAccumulator:
         device (the hot path's flush: no host sync)."""
         if not self._pending:
             return
-        # Batches of one window may differ in dtype (float32 and float64): widen each first.
-        rows = torch.stack([r.to(torch.float64) for r in self._pending])  # (K, rows, N)
-        nonfinite = rows[:, _BAD].sum(0)
+        # Batches of one window may differ in dtype (float32 and float64): stack promotes.
+        rows = torch.stack(self._pending).to(torch.float64)  # (K, rows, N)
         self._follow_device(rows.device)
         # Counts are host ints; an asynchronous copy keeps the flush free of device syncs.
         seen = torch.tensor(self._pending_n, dtype=torch.float64)
         seen = seen.to(rows.device, non_blocking=True)[:, None]  # (K, 1)
-        kept = (rows[:, _BAD].sum(1, keepdim=True) == 0).to(rows.dtype)  # no non-finite value
+        nonfinite = rows[:, rows_.BAD].sum(0)
+        kept = (rows[:, rows_.BAD].sum(1, keepdim=True) == 0).to(rows.dtype)  # no non-finite value
         w = seen * kept  # their sample counts (0 for a batch left out)
         # A batch left out adds nothing (zero sums, ±inf extremes); only its non-finite counts
         # (``nonfinite`` above) remain. Arithmetic, not ``torch.where`` (slow on a CPU).
         rows = rows.nan_to_num(0.0, 0.0, 0.0).mul_(kept[:, :, None])
         away = kept.reciprocal().sub_(1.0)  # 0 for a kept batch, +inf for one left out
-        rows[:, _MIN] += away
-        rows[:, _MAX] -= away
+        rows[:, rows_.MIN] += away
+        rows[:, rows_.MAX] -= away
         total_n = w.sum()
         # Each batch was centred on its own first sample; combine around the largest batch's,
         # so the float64 sums stay small (two float32 shifts differ exactly in float64).
-        shifts = rows[:, _SHIFT]
+        shifts = rows[:, rows_.SHIFT]
         shift = shifts.index_select(0, w[:, 0].argmax().reshape(1))[0]
-        means = (shifts - shift) + rows[:, _SUM] / w.clamp_min(1)  # batch means − shift
+        means = (shifts - shift) + rows[:, rows_.SUM] / w.clamp_min(1)  # batch means − shift
         mean_d = (w * means).sum(0) / total_n.clamp_min(1)
         dev = means - mean_d
+        m2 = rows[:, rows_.M2].sum(0) + (w * dev.square()).sum(0)
+        if self._cross is not None:  # correlation: the batches' Σ (d − d̄)² is its diagonal
+            m2 = m2 + self._cross.diagonal().to(torch.float64)
         block = Moments(
             n=total_n,  # type: ignore[arg-type]  # a 0-d tensor until read (see flush)
             mean=shift + mean_d,
-            m2=rows[:, _M2].sum(0) + (w * dev.square()).sum(0),
-            minimum=rows[:, _MIN].amin(0),
-            maximum=rows[:, _MAX].amax(0),
+            m2=m2,
+            minimum=rows[:, rows_.MIN].amin(0),
+            maximum=rows[:, rows_.MAX].amax(0),
             abs_sum=(
-                (rows[:, _SUM] + w * shifts).sum(0) if self.nonnegative else rows[:, _ABS].sum(0)
+                (rows[:, rows_.SUM] + w * shifts).sum(0)
+                if self.nonnegative
+                else rows[:, rows_.ABS].sum(0)
             ),
-            fire=rows[:, _FIRE].sum(0),
-            saturated=rows[:, _SAT].sum(0) if rows.shape[1] > _SAT else torch.zeros_like(mean_d),
+            fire=rows[:, rows_.FIRE].sum(0),
+            saturated=(
+                rows[:, rows_.SAT].sum(0) if rows.shape[1] > rows_.SAT else torch.zeros_like(mean_d)
+            ),
             nonfinite=nonfinite,
         )
         self._fresh = block if self._fresh is None else merge_counted(self._fresh, block)
         if self._cross is not None:
-            cross = self._cross.to(torch.float64) + (w * dev).T @ dev
+            cross = self._cross.to(torch.float64)
+            h = cross.shape[0] // 2  # mirror the block the symmetric products leave out
+            cross[h:, :h] = cross[:h, h:].T
+            cross = cross + (w * dev).T @ dev
             cm = CoMoments(total_n, shift + mean_d, cross)  # type: ignore[arg-type]
             self._fresh_cm = (
                 cm if self._fresh_cm is None else merge_counted_comoments(self._fresh_cm, cm)

@@ -30,7 +30,14 @@ FLOORS: list[tuple[str, ...]] = [
     ("engine.distributed",),
     ("engine.engine_surgery", "engine.forking"),
     ("engine.core",),
-    ("engine.schedule", "engine.weights", "engine.checkpoint", "engine.report", "engine.data"),
+    (
+        "engine.schedule",
+        "engine.weights",
+        "engine.checkpoint",
+        "engine.report",
+        "engine.data",
+        "engine.sampling",
+    ),
     ("engine.dashboard",),  # reads run folders through weights/dynamics/history; never the core
     ("engine.integrations",),  # Lightning, Hugging Face, TensorBoard: users of the schedule
     ("engine.cli",),
